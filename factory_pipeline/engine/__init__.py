@@ -1,0 +1,1 @@
+"""Backtest engine: numba simulator, metrics, sweeps, robustness, lookahead audit."""

@@ -1,0 +1,1 @@
+"""Knowledge track: books, chunks, tags, embeddings, vector index, concepts, modules."""

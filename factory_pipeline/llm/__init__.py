@@ -1,0 +1,1 @@
+"""LLM backends: OpenAI-compatible client, offline deterministic backend, response cache."""

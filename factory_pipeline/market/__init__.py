@@ -1,0 +1,1 @@
+"""Market data: frames, timeframes, sources, quality checks, resampling, regimes."""

@@ -1,0 +1,110 @@
+"""Opening the DuckDB store: short-lived connections, migrations on open, transactions.
+
+DuckDB allows one writing process per file, so the factory never holds a connection longer than
+one unit of work: open, do the batch in one transaction, close. Dagster steps that write share a
+concurrency pool of size 1 (dagster.yaml), and :class:`Store` retries briefly when another
+process holds the file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from factory_pipeline.errors import StoreError
+from factory_pipeline.store.migrations import MIGRATIONS
+
+_migrate_lock = threading.Lock()
+
+
+class Store:
+    """A DuckDB file (or ``:memory:`` for tests) with the factory's schema."""
+
+    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0) -> None:
+        self.path = str(path)
+        self.lock_timeout_s = lock_timeout_s
+        self._memory_con: duckdb.DuckDBPyConnection | None = None
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            apply_migrations(con)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, closed on exit (shared one for ``:memory:``)."""
+        if self.path == ":memory:":
+            if self._memory_con is None:
+                self._memory_con = duckdb.connect(":memory:")
+            yield self._memory_con
+            return
+        con = self._open_with_retry()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One atomic write batch: everything or nothing is written."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            else:
+                con.execute("COMMIT")
+
+    def close(self) -> None:
+        if self._memory_con is not None:
+            self._memory_con.close()
+            self._memory_con = None
+
+    def _open_with_retry(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise StoreError(f"cannot open DuckDB store {self.path}: {exc}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply pending migrations in one transaction; returns the versions applied."""
+    with _migrate_lock:
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMPTZ)"
+        )
+        done = {row[0] for row in con.execute("SELECT version FROM schema_migrations").fetchall()}
+        applied: list[int] = []
+        pending = [m for m in MIGRATIONS if m[0] not in done]
+        if pending:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for version, description, sql in pending:
+                    con.execute(sql)
+                    con.execute(
+                        "INSERT INTO schema_migrations VALUES (?, ?, now())", [version, description]
+                    )
+                    applied.append(version)
+            except Exception as exc:
+                con.execute("ROLLBACK")
+                raise StoreError(f"schema migration failed: {exc}") from exc
+            con.execute("COMMIT")
+        return applied
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    return int(row[0] or 0) if row else 0

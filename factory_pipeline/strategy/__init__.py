@@ -1,0 +1,1 @@
+"""Strategy representation: the signal language, modules and system specs."""
