@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from factory_pipeline.errors import ConfigError
 
@@ -36,7 +36,10 @@ class FactorySettings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
 
     # Market data
-    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        description="Comma-separated in FACTORY_SYMBOLS.",
+    )
     base_timeframe: str = "15m"
     market_source: Literal["synthetic", "files", "bybit"] = "synthetic"
     market_files_dir: Path | None = Field(default=None, description="Default: <data_dir>/market_files")
@@ -46,7 +49,9 @@ class FactorySettings(BaseSettings):
     bybit_rest_url: str = Field(default="https://api.bybit.com", description="Public market data host.")
 
     # Knowledge
-    books_dirs: list[Path] = Field(default_factory=list, description="Extra book folders.")
+    books_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Extra book folders, comma-separated."
+    )
     embedding_backend: Literal["local", "openai", "hash"] = "local"
     embedding_model: str = "text-embedding-3-small"
     llm_backend: Literal["offline", "openai"] = "offline"
@@ -82,6 +87,13 @@ class FactorySettings(BaseSettings):
     def _split_symbols(cls, value: object) -> object:
         if isinstance(value, str):
             value = [s.strip() for s in value.split(",") if s.strip()]
+        return value
+
+    @field_validator("books_dirs", mode="before")
+    @classmethod
+    def _split_dirs(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [Path(p.strip()) for p in value.split(",") if p.strip()]
         return value
 
     @field_validator("symbols")

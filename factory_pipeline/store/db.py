@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import duckdb
@@ -25,9 +25,19 @@ _migrate_lock = threading.Lock()
 class Store:
     """A DuckDB file (or ``:memory:`` for tests) with the factory's schema."""
 
-    def __init__(self, path: str | Path, *, lock_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lock_timeout_s: float = 30.0,
+        connection_factory: Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+        | None = None,
+    ) -> None:
+        """``connection_factory`` lets the Dagster shell hand in ``DuckDBResource.get_connection``
+        so connections follow the resource's configuration and retry policy."""
         self.path = str(path)
         self.lock_timeout_s = lock_timeout_s
+        self._connection_factory = connection_factory
         self._memory_con: duckdb.DuckDBPyConnection | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -37,6 +47,10 @@ class Store:
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection, closed on exit (shared one for ``:memory:``)."""
+        if self._connection_factory is not None and self.path != ":memory:":
+            with self._connection_factory() as con:
+                yield con
+            return
         if self.path == ":memory:":
             if self._memory_con is None:
                 self._memory_con = duckdb.connect(":memory:")

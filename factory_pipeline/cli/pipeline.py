@@ -1,0 +1,184 @@
+"""Running the asset graph from the command line, in the persistent Dagster instance.
+
+``factory run`` materializes every stage in dependency order, each stage as one run over all of
+its partitions (single-run backfills), in the instance under ``DAGSTER_HOME`` (``data/dagster_home``
+by default), so the runs and their metadata are there when the UI is opened afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from factory_pipeline.errors import ConfigError, FactoryError
+from factory_pipeline.settings import PROJECT_ROOT, default_settings
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A set of assets that share a partitions definition and run together."""
+
+    name: str
+    assets: tuple[str, ...]
+
+
+#: The whole graph, in dependency order. Later tracks append their stages.
+PLAN: tuple[Stage, ...] = (
+    Stage("market data", ("market_bars", "market_bars_resampled")),
+    Stage("regimes", ("regime_labels",)),
+)
+
+#: Keep the console quiet during CLI runs; the UI has the full event log.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def dagster_home() -> Path:
+    """DAGSTER_HOME (set to data/dagster_home when unset), with the project's dagster.yaml."""
+    home = Path(os.environ.get("DAGSTER_HOME") or default_settings().data_dir / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home.resolve())
+    template = PROJECT_ROOT / "dagster.yaml"
+    target = home / "dagster.yaml"
+    if template.exists() and (
+        not target.exists() or target.read_text() != template.read_text()
+    ):
+        shutil.copyfile(template, target)
+    return home
+
+
+def load_definitions() -> dg.Definitions:
+    from factory_pipeline.definitions import defs
+
+    return defs()
+
+
+def run_all(definitions: dg.Definitions | None = None, instance: Any = None) -> int:
+    """Materialize every stage of PLAN; print progress and a summary."""
+    d = definitions or load_definitions()
+    inst = instance or _instance()
+    started = time.perf_counter()
+    for number, stage in enumerate(PLAN, start=1):
+        t0 = time.perf_counter()
+        print(f"[{number}/{len(PLAN)}] {stage.name}: {', '.join(stage.assets)} ...", flush=True)
+        _materialize(d, inst, stage.assets, all_partitions=True)
+        print(f"      done in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"materialized {len(PLAN)} stages in {time.perf_counter() - started:.1f} s\n")
+    from factory_pipeline.cli.status import print_status
+
+    return print_status()
+
+
+def materialize_selection(
+    selection: str,
+    *,
+    partition: str | None = None,
+    range_start: str | None = None,
+    range_end: str | None = None,
+    all_partitions: bool = False,
+    definitions: dg.Definitions | None = None,
+    instance: Any = None,
+) -> int:
+    d = definitions or load_definitions()
+    inst = instance or _instance()
+    keys = _resolve_selection(d, selection)
+    if (range_start is None) != (range_end is None):
+        raise ConfigError("--from and --to must be given together")
+    t0 = time.perf_counter()
+    _materialize(
+        d, inst, keys, partition=partition, range_start=range_start, range_end=range_end,
+        all_partitions=all_partitions,
+    )
+    print(f"materialized {', '.join(keys)} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _instance() -> dg.DagsterInstance:
+    dagster_home()
+    return dg.DagsterInstance.get()
+
+
+def _resolve_selection(d: dg.Definitions, selection: str) -> tuple[str, ...]:
+    graph = d.resolve_asset_graph()
+    try:
+        keys = dg.AssetSelection.from_string(selection).resolve(graph)
+    except Exception as exc:
+        raise ConfigError(f"invalid asset selection {selection!r}: {exc}") from exc
+    if not keys:
+        known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
+        raise ConfigError(f"asset selection {selection!r} matches nothing; assets: {known}")
+    return tuple(sorted(k.to_user_string() for k in keys))
+
+
+def _materialize(
+    d: dg.Definitions,
+    instance: dg.DagsterInstance,
+    asset_names: Sequence[str],
+    *,
+    partition: str | None = None,
+    range_start: str | None = None,
+    range_end: str | None = None,
+    all_partitions: bool = False,
+) -> None:
+    graph = d.resolve_asset_graph()
+    keys = [dg.AssetKey.from_user_string(name) for name in asset_names]
+    partitions_defs = {graph.get(k).partitions_def for k in keys}
+    if len(partitions_defs) > 1:
+        raise ConfigError(
+            f"assets {', '.join(asset_names)} have different partitions: materialize them separately"
+        )
+    pdef = partitions_defs.pop()
+    tags: dict[str, str] = {}
+    if pdef is not None and partition is None:
+        if range_start is None and all_partitions is False:
+            raise ConfigError(
+                f"{', '.join(asset_names)} is partitioned: give --partition, --from/--to or "
+                "--all-partitions"
+            )
+        if range_start is None:
+            all_keys = pdef.get_partition_keys(dynamic_partitions_store=instance)
+            if not all_keys:
+                raise ConfigError(f"{', '.join(asset_names)} has no partitions yet")
+            range_start, range_end = all_keys[0], all_keys[-1]
+        tags = {ASSET_PARTITION_RANGE_START_TAG: range_start, ASSET_PARTITION_RANGE_END_TAG: range_end}
+    elif pdef is None and (partition or range_start):
+        raise ConfigError(f"{', '.join(asset_names)} is not partitioned: drop the partition option")
+    result = dg.materialize(
+        assets=list(d.assets or []),
+        selection=keys,
+        resources=d.resources,
+        instance=instance,
+        partition_key=partition,
+        tags=tags,
+        run_config=QUIET_RUN_CONFIG,
+        raise_on_error=False,
+    )
+    if not result.success:
+        raise FactoryError(_failure_line(result, asset_names))
+
+
+def _failure_line(result: Any, asset_names: Sequence[str]) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            err = event.step_failure_data.error
+            cause = err
+            while cause.cause is not None:
+                cause = cause.cause
+            message = (cause.message or err.message).strip().splitlines()
+            return f"{event.step_key} failed: {message[-1] if message else 'unknown error'}"
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data.evaluation
+            if not data.passed:
+                return f"blocking check {data.check_name} failed on {data.asset_key.to_user_string()}"
+    return f"materialization of {', '.join(asset_names)} failed"

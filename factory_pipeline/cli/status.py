@@ -1,0 +1,70 @@
+"""``factory status``: what the factory holds, per stage and status, read from the store."""
+
+from __future__ import annotations
+
+from factory_pipeline.schemas.documents import (
+    BacktestDoc,
+    Book,
+    KbConcept,
+    KbSegment,
+    ModuleDoc,
+    StatusTransition,
+    SystemDoc,
+)
+from factory_pipeline.settings import default_settings
+from factory_pipeline.store import DocumentStore, Store
+
+
+def collect_status(store: Store) -> list[tuple[str, str, int]]:
+    """(stage, detail, count) rows: market coverage, regimes, documents by status."""
+    rows: list[tuple[str, str, int]] = []
+    with store.connect() as con:
+        for symbol, timeframe, bars in con.execute(
+            "SELECT symbol, timeframe, count(*) FROM ohlcv GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall():
+            rows.append(("market", f"{symbol} {timeframe} bars", int(bars)))
+        for timeframe, bars, incomplete in con.execute(
+            "SELECT timeframe, count(*), count(*) FILTER (WHERE NOT complete) "
+            "FROM ohlcv_resampled GROUP BY 1 ORDER BY 1"
+        ).fetchall():
+            rows.append(("market", f"resampled {timeframe} bars ({incomplete} incomplete)", int(bars)))
+        for regime, windows in con.execute(
+            "SELECT regime, count(*) FROM regimes GROUP BY 1 ORDER BY 1"
+        ).fetchall():
+            rows.append(("regimes", f"{regime} windows", int(windows)))
+    docs = DocumentStore(store)
+    for stage, model, column in (
+        ("knowledge", Book, "status"),
+        ("knowledge", KbSegment, None),
+        ("knowledge", KbConcept, None),
+        ("modules", ModuleDoc, "status"),
+        ("systems", SystemDoc, "status"),
+        ("backtests", BacktestDoc, "regime"),
+        ("promotion", StatusTransition, "to_status"),
+    ):
+        if column:
+            for value, count in docs.counts_by(model, column).items():
+                rows.append((stage, f"{model.collection} {column}={value}", count))
+        else:
+            count = docs.count(model)
+            if count:
+                rows.append((stage, model.collection, count))
+    return rows
+
+
+def print_status(store: Store | None = None) -> int:
+    settings = default_settings()
+    if store is None:
+        if not settings.database_path.exists():
+            print(f"no store yet at {settings.database_path}: run `factory run` first")
+            return 0
+        store = Store(settings.database_path)
+    rows = collect_status(store)
+    if not rows:
+        print("the store is empty: run `factory run`")
+        return 0
+    width = max(len(detail) for _, detail, _ in rows)
+    print(f"{'stage':<10} {'what':<{width}} {'count':>10}")
+    for stage, detail, count in rows:
+        print(f"{stage:<10} {detail:<{width}} {count:>10,}")
+    return 0

@@ -1,0 +1,1 @@
+"""The Dagster shell: assets, checks, schedules, sensors and resources per track."""
