@@ -78,10 +78,12 @@ def tokenize(source: str) -> list[Token]:
     if not isinstance(source, str):
         raise SignalLanguageError(f"expression must be text, got {type(source).__name__}")
     if len(source) > MAX_SOURCE_CHARS:
+        # position = first character past the limit; the text itself is not echoed (too long)
         raise SignalLanguageError(
-            f"expression is {len(source)} characters long; the limit is {MAX_SOURCE_CHARS}",
-            source[:80],
-            None,
+            f"expression is {len(source)} characters long; the limit is {MAX_SOURCE_CHARS} "
+            f"(starts {source[:40]!r})",
+            "",
+            MAX_SOURCE_CHARS,
         )
     tokens: list[Token] = []
     i = 0
@@ -96,7 +98,9 @@ def tokenize(source: str) -> list[Token]:
             i = end
         elif ch.isascii() and (ch.isalpha() or ch == "_"):
             end = i + 1
-            while end < n and source[end].isascii() and (source[end].isalnum() or source[end] == "_"):
+            while (
+                end < n and source[end].isascii() and (source[end].isalnum() or source[end] == "_")
+            ):
                 end += 1
             word = source[i:end]
             _check_word(word, source, i)
@@ -109,7 +113,7 @@ def tokenize(source: str) -> list[Token]:
             text = source[i + 1 : end]
             if not all(c.isascii() and c.isalnum() for c in text):
                 raise SignalLanguageError(
-                    "strings may hold only a timeframe such as \"4h\"", source, i
+                    'strings may hold only a timeframe such as "4h"', source, i
                 )
             tokens.append(Token("string", text, i))
             i = end + 1
@@ -147,9 +151,7 @@ def _scan_number(source: str, start: int) -> int:
             while i < n and source[i].isdigit():
                 i += 1
     if i < n and (source[i].isalpha() or source[i] == "_" or source[i] == "."):
-        raise SignalLanguageError(
-            f"malformed number {source[start : i + 1]!r}", source, start
-        )
+        raise SignalLanguageError(f"malformed number {source[start : i + 1]!r}", source, start)
     return i
 
 

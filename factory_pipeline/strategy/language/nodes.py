@@ -126,3 +126,10 @@ def format_number(value: float) -> str:
 def _wrapped(node: Node) -> str:
     text = canonical(node)
     return f"({text})" if isinstance(node, Binary | Unary) else text
+
+
+def start_position(node: Node) -> int:
+    """Offset of the first character of ``node``'s text (the left operand for operators)."""
+    while isinstance(node, Binary):
+        node = node.left
+    return node.position

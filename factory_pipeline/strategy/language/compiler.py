@@ -1,0 +1,333 @@
+"""compile_expression: source text -> a checked, cache-aware, vectorized evaluator.
+
+Compilation parses the text, resolves and type-checks it against the declared module
+parameters, and validates the parameters' default values, so a module whose logic compiles is
+known to be evaluable. Evaluation binds parameter values (defaults overridden by the caller),
+computes every node as a numpy array over all bars of an EvalContext's frame, and stores
+indicator and tf() results in the context's IndicatorCache keyed by
+``(symbol, timeframe, data_id, canonical sub-expression with parameter values)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import ValidationError
+
+from factory_pipeline.errors import SignalLanguageError
+from factory_pipeline.market.frame import MarketFrame
+from factory_pipeline.market.timeframes import SUPPORTED_TIMEFRAMES, timeframe_ms
+from factory_pipeline.schemas import ParameterSpec
+from factory_pipeline.strategy.language.cache import IndicatorCache
+from factory_pipeline.strategy.language.checker import (
+    check,
+    is_integer_parameter,
+    parameter_kind,
+    validate_parameter_names,
+)
+from factory_pipeline.strategy.language.ir import (
+    ApplyExpr,
+    Expr,
+    LagExpr,
+    SeriesExpr,
+    TimeframeExpr,
+    WindowArg,
+)
+from factory_pipeline.strategy.language.nodes import Node, canonical
+from factory_pipeline.strategy.language.parser import parse
+
+ParamValue = float | int | bool
+
+
+def compile_expression(
+    text: str,
+    *,
+    parameters: Mapping[str, ParameterSpec] | None = None,
+    base_timeframe: str | None = None,
+) -> CompiledExpression:
+    """Parse and check ``text``; raise SignalLanguageError (with the offset) if it is invalid.
+
+    ``parameters`` are the module's declared parameters (ParameterSpec or equivalent dicts);
+    any identifier that is not a series, a function or one of them is an error.
+    ``base_timeframe``, when given, lets tf() timeframes be checked now instead of at
+    evaluation time, and makes warmup_bars exact.
+    """
+    specs = _coerce_specs(parameters, text)
+    validate_parameter_names(specs, text)
+    tree = parse(text)
+    checked = check(tree, text, specs, base_timeframe)
+    compiled = CompiledExpression(
+        source=text,
+        kind=checked.expr.kind,
+        parameters=checked.parameters,
+        series=frozenset(_series_used(checked.expr)),
+        timeframes=checked.timeframes,
+        canonical=canonical(tree),
+        base_timeframe=base_timeframe,
+        tree=tree,
+        _expr=checked.expr,
+        _specs={name: specs[name] for name in checked.parameters},
+        _positions=dict(checked.parameter_positions),
+    )
+    compiled.bind(None)  # the declared defaults must be valid values
+    return compiled
+
+
+class EvalContext:
+    """The data an expression is evaluated on: a frame, its higher-timeframe resamples
+    (computed once, memoized) and an optional shared IndicatorCache."""
+
+    def __init__(self, frame: MarketFrame, cache: IndicatorCache | None = None) -> None:
+        self.frame = frame
+        self.cache = cache
+        self._frames: dict[str, MarketFrame] = {frame.timeframe: frame}
+
+    def at_timeframe(self, timeframe: str) -> MarketFrame:
+        """The frame resampled to ``timeframe`` (MarketFrame.resample), memoized."""
+        frame = self._frames.get(timeframe)
+        if frame is None:
+            frame = self.frame.resample(timeframe)
+            self._frames[timeframe] = frame
+        return frame
+
+    @property
+    def data_id(self) -> str:
+        """Content digest of the base frame (part of every cache key)."""
+        return frame_digest(self.frame)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class CompiledExpression:
+    """A checked expression, ready to evaluate on any frame with any parameter values."""
+
+    source: str
+    kind: Literal["bool", "number"]
+    parameters: frozenset[str]
+    series: frozenset[str]
+    timeframes: frozenset[str]
+    canonical: str
+    base_timeframe: str | None
+    tree: Node
+    _expr: Expr
+    _specs: Mapping[str, ParameterSpec] = field(default_factory=dict)
+    _positions: Mapping[str, int] = field(default_factory=dict)
+
+    def evaluate(
+        self, ctx: EvalContext, params: Mapping[str, ParamValue] | None = None
+    ) -> np.ndarray:
+        """Values at every bar of ``ctx.frame``: np.bool_ for bool expressions, float64 for
+        numbers. ``params`` override the declared defaults; names not used here are ignored."""
+        values = self.bind(params)
+        run = _Run(self, ctx, values)
+        result = run.eval(self._expr, ctx.frame.timeframe)
+        if self._expr.cacheable or isinstance(self._expr, SeriesExpr):
+            result = result.copy()  # never hand out the cached or the frame's own array
+        dtype = np.bool_ if self.kind == "bool" else np.float64
+        return np.ascontiguousarray(result, dtype=dtype)
+
+    def warmup_bars(
+        self, params: Mapping[str, ParamValue] | None = None, *, base_timeframe: str | None = None
+    ) -> int:
+        """Index of the first bar whose value can be non-NaN (for bool expressions: can be
+        meaningful). Exact for expressions without tf(); for tf() an upper bound that is exact
+        when the data starts on a higher-timeframe boundary. Without a base timeframe (here or
+        at compile time) tf() is bounded as if the base were 1m."""
+        values = self.bind(params)
+        base = base_timeframe or self.base_timeframe or SUPPORTED_TIMEFRAMES[0]
+        run = _Run(self, None, values)
+        return int(self._expr.warmup(run, timeframe_ms(base)))
+
+    def bind(self, params: Mapping[str, ParamValue] | None) -> dict[str, ParamValue]:
+        """Validated values of the parameters this expression uses (defaults filled in)."""
+        values: dict[str, ParamValue] = {}
+        for name, spec in self._specs.items():
+            raw = params[name] if params is not None and name in params else spec.default
+            values[name] = self._validate(name, spec, raw)
+        run = _Run(self, None, values)
+        for window in _windows(self._expr):
+            run.window(window)
+        return values
+
+    def _validate(self, name: str, spec: ParameterSpec, raw: Any) -> ParamValue:
+        position = self._positions.get(name)
+
+        def fail(problem: str) -> SignalLanguageError:
+            return SignalLanguageError(
+                f"parameter {name!r} = {raw!r}: {problem}", self.source, position
+            )
+
+        kind = parameter_kind(name, spec)
+        if kind == "bool":
+            if not isinstance(raw, bool | np.bool_):
+                raise fail("must be true or false")
+            value: ParamValue = bool(raw)
+        else:
+            if isinstance(raw, bool | np.bool_) or not isinstance(raw, int | float | np.number):
+                raise fail("must be a number")
+            if not math.isfinite(float(raw)):
+                raise fail("must be finite")
+            if is_integer_parameter(spec):
+                if not float(raw).is_integer():
+                    raise fail("must be an integer")
+                value = int(raw)
+            else:
+                value = float(raw)
+        if spec.type == "enum" and spec.choices is not None and value not in spec.choices:
+            raise fail(f"must be one of {spec.choices}")
+        if spec.min is not None and kind == "number" and value < spec.min:
+            raise fail(f"is below the declared minimum {spec.min:g}")
+        if spec.max is not None and kind == "number" and value > spec.max:
+            raise fail(f"is above the declared maximum {spec.max:g}")
+        return value
+
+    def __repr__(self) -> str:
+        return f"CompiledExpression({self.canonical!r}, kind={self.kind!r})"
+
+
+def frame_digest(frame: MarketFrame) -> str:
+    """Content digest of every array the language can read, memoized per frame object
+    (frames are treated as immutable once built)."""
+    entry = _DIGESTS.get(id(frame))
+    if entry is not None and entry[0]() is frame:
+        return entry[1]
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{frame.symbol}|{frame.timeframe}|{len(frame)}".encode())
+    for name in _DIGEST_ARRAYS:
+        array = np.ascontiguousarray(getattr(frame, name))
+        h.update(name.encode())
+        h.update(array.tobytes())
+    digest = h.hexdigest()
+    key = id(frame)
+    _DIGESTS[key] = (weakref.ref(frame, lambda _ref, k=key: _DIGESTS.pop(k, None)), digest)
+    return digest
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+_DIGEST_ARRAYS = (
+    "open_time", "close_time", "open", "high", "low", "close", "volume", "mark",
+    "funding_rate", "open_interest", "complete", "funding_time", "funding_rates",
+)  # fmt: skip
+_DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+
+
+class _Run:
+    """State of one evaluation: bound values, memo of cacheable results, key memo."""
+
+    def __init__(
+        self,
+        compiled: CompiledExpression,
+        ctx: EvalContext | None,
+        values: Mapping[str, ParamValue],
+    ) -> None:
+        self.compiled = compiled
+        self.ctx = ctx
+        self.values = values
+        self.memo: dict[tuple[str, str], np.ndarray] = {}
+        self.keys: dict[int, str] = {}
+
+    def eval(self, expr: Expr, timeframe: str) -> np.ndarray:
+        if not expr.cacheable:
+            return expr.compute(self, timeframe)
+        assert self.ctx is not None
+        key = self.key(expr)
+        memo_key = (timeframe, key)
+        value = self.memo.get(memo_key)
+        if value is not None:
+            return value
+        cache = self.ctx.cache
+        if cache is None:
+            value = expr.compute(self, timeframe)
+        else:
+            full_key = (self.ctx.frame.symbol, timeframe, self.ctx.data_id, key)
+            value = cache.get(full_key)
+            if value is None:
+                value = expr.compute(self, timeframe)
+                cache.put(full_key, value)
+        self.memo[memo_key] = value
+        return value
+
+    def frame(self, timeframe: str) -> MarketFrame:
+        assert self.ctx is not None
+        return self.ctx.at_timeframe(timeframe)
+
+    def key(self, expr: Expr) -> str:
+        key = self.keys.get(id(expr))
+        if key is None:
+            key = expr.key(self)
+            self.keys[id(expr)] = key
+        return key
+
+    def value(self, name: str, position: int) -> ParamValue:
+        return self.values[name]
+
+    def window(self, arg: WindowArg) -> int:
+        if arg.literal is not None:
+            return arg.literal
+        assert arg.param is not None
+        value = self.values[arg.param]
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise SignalLanguageError(
+                f"parameter {arg.param!r} = {value!r} is used as the {arg.what} and must be an "
+                "integer >= 1",
+                self.compiled.source,
+                arg.position,
+            )
+        return int(value)
+
+    def check_timeframe(self, expr: TimeframeExpr, timeframe: str) -> None:
+        higher, lower = timeframe_ms(expr.timeframe), timeframe_ms(timeframe)
+        if higher <= lower or higher % lower:
+            raise SignalLanguageError(
+                f"tf({expr.timeframe!r}) needs a timeframe higher than and a whole multiple of "
+                f"the {timeframe} bars it is evaluated on",
+                self.compiled.source,
+                expr.position,
+            )
+
+
+def _coerce_specs(
+    parameters: Mapping[str, ParameterSpec | Mapping[str, Any]] | None, source: str
+) -> dict[str, ParameterSpec]:
+    specs: dict[str, ParameterSpec] = {}
+    for name, spec in (parameters or {}).items():
+        if isinstance(spec, ParameterSpec):
+            specs[name] = spec
+            continue
+        try:
+            specs[name] = ParameterSpec.model_validate(spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise SignalLanguageError(
+                f"parameter {name!r} has an invalid declaration ({where}: {first['msg']})",
+                source,
+                None,
+            ) from None
+    return specs
+
+
+def _walk(expr: Expr) -> Iterator[Expr]:
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children())
+
+
+def _windows(expr: Expr) -> Iterator[WindowArg]:
+    for node in _walk(expr):
+        if isinstance(node, ApplyExpr):
+            yield from node.windows
+        elif isinstance(node, LagExpr):
+            yield node.window
+
+
+def _series_used(expr: Expr) -> set[str]:
+    return {node.name for node in _walk(expr) if isinstance(node, SeriesExpr)}

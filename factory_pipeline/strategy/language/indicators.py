@@ -1,0 +1,397 @@
+"""Causal rolling indicators as numba kernels, O(n) each.
+
+Each public function takes float64 arrays (one value per bar) and integer windows and returns a
+new float64 array of the same length whose value at bar ``t`` depends only on inputs at bars
+``<= t``. These are the primitives of the signal language; composite functions (Bollinger
+bands, MACD, Donchian channels, z-score) are built from them in functions.py, and the backtest
+engine may call them directly.
+
+Shared NaN rules (docs/signal_language.md, "Warm-up and NaN"):
+
+- Windowed indicators (sma, stdev, wma, highest, lowest, rolling sums) are NaN unless all ``n``
+  inputs in the window are numbers; a NaN input therefore blanks the next ``n`` outputs.
+- Recursive indicators (ema, Wilder smoothing inside rsi and atr) are seeded with the simple
+  mean of the first ``n`` numeric inputs; afterwards a NaN input yields NaN at that bar and leaves
+  the state unchanged (the bar is skipped).
+
+Numerical schemes:
+
+- ``sma`` and ``rolling_sum`` mirror pandas ``rolling(n).mean()/.sum()``: Kahan-compensated
+  add/remove sums with separate compensations, plus pandas' guards (a window of identical values
+  returns that value exactly; sign fix-ups). sma is bit-identical to pandas on the same input.
+- ``stdev`` uses compensated Welford add/remove updates and recomputes the window exactly (two
+  passes) every ``n`` bars, so rounding error cannot accumulate over long series; a window of
+  identical values gives exactly 0.
+- ``wma`` updates its weighted and plain sums recursively and recomputes them exactly every ``n``
+  bars (and after every NaN).
+- ``highest``/``lowest`` use a monotonic deque (amortized O(1) per bar).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from factory_pipeline.errors import SignalLanguageError
+
+
+def sma(x: np.ndarray, n: int) -> np.ndarray:
+    """Simple moving average: mean of ``x[t-n+1..t]``; first value at ``t = n-1``."""
+    return _rolling_sum_kernel(_f64(x), _window(n), True)
+
+
+def rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """Sum of ``x[t-n+1..t]``; first value at ``t = n-1``."""
+    return _rolling_sum_kernel(_f64(x), _window(n), False)
+
+
+def ema(x: np.ndarray, n: int) -> np.ndarray:
+    """Exponential moving average, ``alpha = 2/(n+1)``, seeded with the SMA of the first ``n``
+    numeric inputs: ``e[t] = e[t-1] + alpha * (x[t] - e[t-1])``."""
+    window = _window(n)
+    return _smoothed_kernel(_f64(x), window, 2.0 / (window + 1.0))
+
+
+def wilder(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's smoothing (an EMA with ``alpha = 1/n``), seeded with the SMA of the first ``n``
+    numeric inputs: ``s[t] = s[t-1] + (x[t] - s[t-1]) / n``."""
+    window = _window(n)
+    return _smoothed_kernel(_f64(x), window, 1.0 / window)
+
+
+def wma(x: np.ndarray, n: int) -> np.ndarray:
+    """Linearly weighted moving average, weights ``1..n`` (newest weighs ``n``), divided by
+    ``n(n+1)/2``; first value at ``t = n-1``."""
+    return _wma_kernel(_f64(x), _window(n))
+
+
+def stdev(x: np.ndarray, n: int) -> np.ndarray:
+    """Population standard deviation (ddof = 0) of ``x[t-n+1..t]``; first value at ``t = n-1``."""
+    return np.sqrt(_rolling_var_kernel(_f64(x), _window(n)))
+
+
+def highest(x: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``x[t-n+1..t]`` (the current bar included); first value at ``t = n-1``."""
+    return _rolling_extreme_kernel(_f64(x), _window(n), True)
+
+
+def lowest(x: np.ndarray, n: int) -> np.ndarray:
+    """Minimum of ``x[t-n+1..t]`` (the current bar included); first value at ``t = n-1``."""
+    return _rolling_extreme_kernel(_f64(x), _window(n), False)
+
+
+def rsi(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder's RSI in [0, 100]: changes ``d[t] = x[t] - x[t-1]``, gains ``max(d, 0)`` and losses
+    ``max(-d, 0)`` smoothed with :func:`wilder`; ``100 * G / (G + L)`` (50 when both are 0).
+    First value at ``t = n``."""
+    values = _f64(x)
+    window = _window(n)
+    change = np.full(values.shape[0], np.nan)
+    change[1:] = values[1:] - values[:-1]
+    gains = np.where(np.isnan(change), np.nan, np.maximum(change, 0.0))
+    losses = np.where(np.isnan(change), np.nan, np.maximum(-change, 0.0))
+    avg_gain = _smoothed_kernel(gains, window, 1.0 / window)
+    avg_loss = _smoothed_kernel(losses, window, 1.0 / window)
+    total = avg_gain + avg_loss
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 100.0 * avg_gain / total
+    out[total == 0.0] = 50.0
+    return out
+
+
+def true_range(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
+    """``max(high - low, |high - close[t-1]|, |low - close[t-1]|)``; ``high - low`` at t = 0."""
+    h, lo, c = _f64(high), _f64(low), _f64(close)
+    out = h - lo
+    if out.shape[0] > 1:
+        prev = c[:-1]
+        out[1:] = np.maximum(out[1:], np.maximum(np.abs(h[1:] - prev), np.abs(lo[1:] - prev)))
+    return out
+
+
+def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, n: int) -> np.ndarray:
+    """Average true range: :func:`wilder` smoothing of :func:`true_range`; first value at
+    ``t = n-1`` (the first bar's range counts as a true range)."""
+    return wilder(true_range(high, low, close), n)
+
+
+def roc(x: np.ndarray, n: int) -> np.ndarray:
+    """Rate of change in percent: ``100 * (x[t] / x[t-n] - 1)``; NaN when ``x[t-n]`` is 0."""
+    values = _f64(x)
+    past = lag(values, _window(n))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 100.0 * (values / past - 1.0)
+    out[past == 0.0] = np.nan
+    return out
+
+
+def vwap(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray, n: int
+) -> np.ndarray:
+    """Rolling VWAP over ``n`` bars with typical price ``(high + low + close) / 3``:
+    ``sum(tp * volume) / sum(volume)``; NaN when the window's volume is 0."""
+    window = _window(n)
+    typical = (_f64(high) + _f64(low) + _f64(close)) / 3.0
+    vol = _f64(volume)
+    pv = _rolling_sum_kernel(np.ascontiguousarray(typical * vol), window, False)
+    v = _rolling_sum_kernel(vol, window, False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = pv / v
+    out[v == 0.0] = np.nan
+    return out
+
+
+def lag(x: np.ndarray, n: int) -> np.ndarray:
+    """``x[t-n]``; the first ``n`` bars are NaN (False for a boolean array)."""
+    window = _window(n)
+    fill = False if x.dtype == np.bool_ else np.nan
+    out = np.full(x.shape[0], fill, dtype=x.dtype if x.dtype == np.bool_ else np.float64)
+    if window < x.shape[0]:
+        out[window:] = x[:-window]
+    return out
+
+
+def crosses_above(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True at ``t`` iff ``a[t] > b[t]`` and ``a[t-1] <= b[t-1]`` (False at t = 0 and where
+    any of the four values is NaN)."""
+    return _crosses(_f64(a), _f64(b))
+
+
+def crosses_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """True at ``t`` iff ``a[t] < b[t]`` and ``a[t-1] >= b[t-1]`` (False at t = 0 and where
+    any of the four values is NaN)."""
+    return _crosses(_f64(b), _f64(a))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float64)
+
+
+def _window(n: int) -> int:
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise SignalLanguageError(f"window length must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(a.shape[0], dtype=np.bool_)
+    if a.shape[0] > 1:
+        out[1:] = (a[1:] > b[1:]) & (a[:-1] <= b[:-1])
+    return out
+
+
+@njit(cache=True)
+def _rolling_sum_kernel(x: np.ndarray, n: int, mean: bool) -> np.ndarray:
+    """pandas' fixed-window Kahan sum (separate add/remove compensation), min_periods = n."""
+    size = x.shape[0]
+    out = np.empty(size)
+    nobs = 0
+    neg_ct = 0
+    total = 0.0
+    comp_add = 0.0
+    comp_remove = 0.0
+    same = 0
+    prev = np.nan
+    for i in range(size):
+        if i >= n:
+            old = x[i - n]
+            if not np.isnan(old):
+                nobs -= 1
+                y = -old - comp_remove
+                t = total + y
+                comp_remove = t - total - y
+                total = t
+                if old < 0:
+                    neg_ct -= 1
+        val = x[i]
+        if not np.isnan(val):
+            nobs += 1
+            y = val - comp_add
+            t = total + y
+            comp_add = t - total - y
+            total = t
+            if val < 0:
+                neg_ct += 1
+            if val == prev:
+                same += 1
+            else:
+                same = 1
+            prev = val
+        if nobs >= n:
+            if mean:
+                result = total / nobs
+                if same >= nobs:
+                    result = prev
+                elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
+                    result = 0.0
+            elif same >= nobs:
+                result = prev * nobs
+            else:
+                result = total
+            out[i] = result
+        else:
+            out[i] = np.nan
+    return out
+
+
+@njit(cache=True)
+def _rolling_var_kernel(x: np.ndarray, n: int) -> np.ndarray:
+    """Population variance over full windows: compensated Welford add/remove, exact two-pass
+    recomputation every n full windows, 0 for windows of identical values."""
+    size = x.shape[0]
+    out = np.empty(size)
+    nobs = 0
+    mean = 0.0
+    ssq = 0.0
+    comp_add = 0.0
+    comp_remove = 0.0
+    same = 0
+    prev = np.nan
+    since_sync = 0
+    for i in range(size):
+        if i >= n:
+            old = x[i - n]
+            if not np.isnan(old):
+                nobs -= 1
+                if nobs > 0:
+                    prev_mean = mean - comp_remove
+                    y = old - comp_remove
+                    t = y - mean
+                    comp_remove = t + mean - y
+                    mean -= t / nobs
+                    ssq -= (old - prev_mean) * (old - mean)
+                else:
+                    mean = 0.0
+                    ssq = 0.0
+        val = x[i]
+        if not np.isnan(val):
+            if val == prev:
+                same += 1
+            else:
+                same = 1
+            prev = val
+            nobs += 1
+            prev_mean = mean - comp_add
+            y = val - comp_add
+            t = y - mean
+            comp_add = t + mean - y
+            mean += t / nobs
+            ssq += (val - prev_mean) * (val - mean)
+        if nobs >= n:
+            since_sync += 1
+            if since_sync >= n:
+                acc = 0.0
+                for k in range(i - n + 1, i + 1):
+                    acc += x[k]
+                mean = acc / n
+                acc = 0.0
+                for k in range(i - n + 1, i + 1):
+                    dev = x[k] - mean
+                    acc += dev * dev
+                ssq = acc
+                comp_add = 0.0
+                comp_remove = 0.0
+                since_sync = 0
+            if same >= n or n == 1:
+                out[i] = 0.0
+            else:
+                out[i] = max(ssq / n, 0.0)
+        else:
+            since_sync = 0
+            out[i] = np.nan
+    return out
+
+
+@njit(cache=True)
+def _smoothed_kernel(x: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """Exponential smoothing seeded with the mean of the first n numeric inputs; NaN skips."""
+    size = x.shape[0]
+    out = np.empty(size)
+    count = 0
+    acc = 0.0
+    value = np.nan
+    for i in range(size):
+        val = x[i]
+        if np.isnan(val):
+            out[i] = np.nan
+            continue
+        if count < n:
+            acc += val
+            count += 1
+            if count == n:
+                value = acc / n
+                out[i] = value
+            else:
+                out[i] = np.nan
+        else:
+            value = value + alpha * (val - value)
+            out[i] = value
+    return out
+
+
+@njit(cache=True)
+def _wma_kernel(x: np.ndarray, n: int) -> np.ndarray:
+    """Weighted moving average with recursive sums, recomputed exactly every n bars."""
+    size = x.shape[0]
+    out = np.full(size, np.nan)
+    denom = n * (n + 1) / 2.0
+    run = 0
+    weighted = 0.0
+    plain = 0.0
+    since_sync = 0
+    for i in range(size):
+        val = x[i]
+        if np.isnan(val):
+            run = 0
+            continue
+        run += 1
+        if run < n:
+            continue
+        if run == n or since_sync >= n:
+            weighted = 0.0
+            plain = 0.0
+            for k in range(n):
+                v = x[i - n + 1 + k]
+                weighted += (k + 1) * v
+                plain += v
+            since_sync = 0
+        else:
+            weighted = weighted - plain + n * val
+            plain = plain - x[i - n] + val
+            since_sync += 1
+        out[i] = weighted / denom
+    return out
+
+
+@njit(cache=True)
+def _rolling_extreme_kernel(x: np.ndarray, n: int, want_max: bool) -> np.ndarray:
+    """Rolling max/min with a monotonic deque of indices; NaN when the window holds a NaN."""
+    size = x.shape[0]
+    out = np.empty(size)
+    queue = np.empty(size, dtype=np.int64)
+    head = 0
+    tail = 0
+    last_nan = -1
+    for i in range(size):
+        while head < tail and queue[head] <= i - n:
+            head += 1
+        val = x[i]
+        if np.isnan(val):
+            last_nan = i
+        else:
+            if want_max:
+                while head < tail and x[queue[tail - 1]] <= val:
+                    tail -= 1
+            else:
+                while head < tail and x[queue[tail - 1]] >= val:
+                    tail -= 1
+            queue[tail] = i
+            tail += 1
+        if i - last_nan >= n and head < tail:
+            out[i] = x[queue[head]]
+        else:
+            out[i] = np.nan
+    return out
