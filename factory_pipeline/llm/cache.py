@@ -26,7 +26,9 @@ from factory_pipeline.llm.backend import LLMBackend, StructuredResult, T, TokenU
 from factory_pipeline.store.db import Store
 
 
-def cache_key(model: str, prompt_version: str, schema: type[BaseModel], task: str, system: str, user: str) -> str:
+def cache_key(
+    model: str, prompt_version: str, schema: type[BaseModel], task: str, system: str, user: str
+) -> str:
     """The cache key of one call (see the module docstring for the exact recipe)."""
     input_hash = _sha256([task, system, user])
     schema_json = json.dumps(schema.model_json_schema(), sort_keys=True)
@@ -68,8 +70,15 @@ class ResponseCache:
                 con.execute(
                     "INSERT INTO llm_cache (cache_key, model, prompt_version, schema_name, response, "
                     "prompt_tokens, completion_tokens, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, now())",
-                    [key, model, prompt_version, schema_name, response_json, prompt_tokens,
-                     completion_tokens],
+                    [
+                        key,
+                        model,
+                        prompt_version,
+                        schema_name,
+                        response_json,
+                        prompt_tokens,
+                        completion_tokens,
+                    ],
                 )
         except Exception as exc:  # duckdb errors -> one clear line
             raise StoreError(f"llm_cache: cannot store response for {schema_name}: {exc}") from exc

@@ -18,6 +18,7 @@ Tokens of every response (including ones that failed validation) are summed in :
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -116,7 +117,11 @@ class OpenAIBackend:
                     response_format=schema,
                     **({"temperature": self.temperature} if self.temperature is not None else {}),
                 )
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as exc:
+            except (
+                openai.RateLimitError,
+                openai.InternalServerError,
+                openai.APIConnectionError,
+            ) as exc:
                 if transient_retries >= self.max_retries:
                     raise LLMError(
                         f"LLM task {task!r} ({self.model}): {_describe_transport(exc)} "
@@ -126,11 +131,11 @@ class OpenAIBackend:
                 transient_retries += 1
                 continue
             except openai.APIStatusError as exc:
-                if exc.status_code >= 500:  # any other 5xx class the SDK maps differently
-                    if transient_retries < self.max_retries:
-                        self._sleep(self._backoff_delay(transient_retries, exc))
-                        transient_retries += 1
-                        continue
+                # any other 5xx class the SDK maps differently is transient too
+                if exc.status_code >= 500 and transient_retries < self.max_retries:
+                    self._sleep(self._backoff_delay(transient_retries, exc))
+                    transient_retries += 1
+                    continue
                 raise LLMError(
                     f"LLM task {task!r} ({self.model}): HTTP {exc.status_code} from {self.base_url}: "
                     f"{exc.message}"
@@ -185,10 +190,8 @@ class OpenAIBackend:
         response = getattr(exc, "response", None)
         header = response.headers.get("retry-after") if response is not None else None
         if header is not None:
-            try:
+            with contextlib.suppress(ValueError):
                 delay = float(header)
-            except ValueError:
-                pass
         return max(0.0, min(delay, self.backoff_max_s))
 
 

@@ -54,7 +54,13 @@ class Store:
         if self.path == ":memory:":
             if self._memory_con is None:
                 self._memory_con = duckdb.connect(":memory:")
-            yield self._memory_con
+            # A cursor per unit of work: DuckDB 2.0 refuses a new query on a connection whose
+            # previous result was not fully consumed.
+            cursor = self._memory_con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
             return
         con = self._open_with_retry()
         try:
@@ -120,5 +126,5 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.execute("SELECT max(version) FROM schema_migrations").fetchone()
-    return int(row[0] or 0) if row else 0
+    rows = con.execute("SELECT max(version) FROM schema_migrations").fetchall()
+    return int(rows[0][0] or 0) if rows else 0

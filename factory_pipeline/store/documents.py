@@ -102,8 +102,8 @@ class DocumentStore:
     def get(self, model: type[D], doc_id: str) -> D | None:
         table = _table_for(model)
         with self.store.connect() as con:
-            row = con.execute(f"SELECT doc FROM {table.name} WHERE id = ?", [doc_id]).fetchone()
-        return model.model_validate_json(row[0]) if row else None
+            rows = con.execute(f"SELECT doc FROM {table.name} WHERE id = ?", [doc_id]).fetchall()
+        return model.model_validate_json(rows[0][0]) if rows else None
 
     def list(
         self,
@@ -157,5 +157,5 @@ class DocumentStore:
     def _count_all(self, model: type[Document]) -> int:
         table = _table_for(model)
         with self.store.connect() as con:
-            row = con.execute(f"SELECT count(*) FROM {table.name}").fetchone()
-        return int(row[0]) if row else 0
+            rows = con.execute(f"SELECT count(*) FROM {table.name}").fetchall()
+        return int(rows[0][0]) if rows else 0

@@ -16,7 +16,7 @@ def test_definitions_load_with_resources_and_jobs():
     d = defs()
     graph = d.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"market_bars", "market_bars_resampled", "regime_labels"} <= keys
+    assert {"market_bars", "regime_labels"} <= keys
     assert {"duckdb", "factory_store", "market_data", "llm", "embeddings", "vector_index"} <= set(
         d.resources
     )

@@ -20,8 +20,10 @@ sent. Use it as a context manager, or through the :func:`fake_openai_server` pyt
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import socket
 import struct
 import threading
 import time
@@ -114,9 +116,13 @@ def refusal_reply(text: str = "I can't help with that.") -> ChatReply:
     return ChatReply(content=None, refusal=text)
 
 
-def error_reply(status: int, message: str = "", headers: Mapping[str, str] | None = None) -> ChatReply:
+def error_reply(
+    status: int, message: str = "", headers: Mapping[str, str] | None = None
+) -> ChatReply:
     """An HTTP error with an OpenAI-style ``{"error": {...}}`` body."""
-    return ChatReply(status=status, error_message=message or f"fake error {status}", headers=headers or {})
+    return ChatReply(
+        status=status, error_message=message or f"fake error {status}", headers=headers or {}
+    )
 
 
 def rate_limit_reply(retry_after_s: float = 0.0) -> ChatReply:
@@ -166,6 +172,7 @@ class FakeOpenAIServer:
         self._replies: deque[ChatReply] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -175,16 +182,27 @@ class FakeOpenAIServer:
         httpd.daemon_threads = True
         httpd.block_on_close = False
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name="fake-openai",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop accepting, close every open (keep-alive) connection, end delayed replies."""
         self._closing.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -242,11 +260,27 @@ class FakeOpenAIServer:
     def _sleep(self, seconds: float) -> None:
         self._closing.wait(seconds)
 
+    def _track(self, connection: socket.socket, open_: bool) -> None:
+        with self._lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
 
 def _make_handler_class(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         timeout = 10
+
+        def setup(self) -> None:
+            super().setup()
+            server._track(self.connection, True)
+
+        def finish(self) -> None:
+            server._track(self.connection, False)
+            with contextlib.suppress(OSError):
+                super().finish()
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             """Silence per-request logging."""
@@ -333,7 +367,11 @@ def _chat_completion_body(request: RecordedRequest, reply: ChatReply) -> dict[st
     completion_tokens = reply.completion_tokens
     if completion_tokens is None:
         completion_tokens = len((reply.content or reply.refusal or "").split())
-    message: dict[str, Any] = {"role": "assistant", "content": reply.content, "refusal": reply.refusal}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.content,
+        "refusal": reply.refusal,
+    }
     return {
         "id": f"chatcmpl-fake-{_response_id(request)}",
         "object": "chat.completion",

@@ -5,7 +5,6 @@ through MarketStore in one transaction per symbol span, and attach UI metadata. 
 fails the step before anything is written, so the previous good data stays intact.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import time
@@ -20,24 +19,14 @@ from factory_pipeline.defs.partitions import (
 )
 from factory_pipeline.defs.resources import FactoryStoreResource, MarketDataResource
 from factory_pipeline.defs.ui import line_plot, table
-from factory_pipeline.market.quality import check_market_data
+from factory_pipeline.market.quality import QUALITY_CHECKS, check_batch
 from factory_pipeline.market.regimes import REGIMES, label_regimes, regime_spans
 from factory_pipeline.market.timeframes import DAY_MS
 from factory_pipeline.store.market import MarketStore
 
 MARKET_GROUP = "market"
+HEAVY_METADATA_MAX_PARTITIONS = 93
 
-#: (check name, blocking, description): one Dagster asset check per market quality check.
-#: Blocking where downstream results would be wrong.
-QUALITY_CHECKS: tuple[tuple[str, bool, str], ...] = (
-    ("unique_timestamps", True, "No two bars share an open time."),
-    ("monotonic_timestamps", True, "Open times strictly increase."),
-    ("gaps", False, "Missing bars beyond the tolerance, with their spans."),
-    ("ohlc_consistency", True, "low <= open, close <= high on every bar."),
-    ("positive_prices_nonneg_volume", True, "Prices > 0 and volume >= 0."),
-    ("funding_complete", True, "A funding rate for every settlement time in range."),
-    ("no_future_timestamps", True, "Nothing stamped after the time of the run."),
-)
 
 
 def _day_ms(day: str) -> int:
@@ -60,12 +49,13 @@ def _spans_ms(context: dg.AssetExecutionContext) -> dict[str, list[tuple[int, in
     kinds={"duckdb"},
     check_specs=[
         dg.AssetCheckSpec(name, asset="market_bars", blocking=blocking, description=desc)
-        for name, blocking, desc in QUALITY_CHECKS
+        for name, (desc, blocking) in QUALITY_CHECKS.items()
     ],
     description=(
         "OHLCV bars at the base timeframe plus mark price, funding settlements and open interest, "
-        "per symbol and UTC day, from the configured source (synthetic by default). Validated "
-        "before writing; a re-materialization replaces the partition's rows."
+        "per symbol and UTC day, from the configured source (synthetic by default), and the "
+        "higher timeframes (1h, 4h, 1d) resampled from them in DuckDB with a completeness flag. "
+        "Validated before writing; a re-materialization replaces the partition's rows."
     ),
 )
 def market_bars(
@@ -84,16 +74,24 @@ def market_bars(
             batches.append(source.fetch(symbol, timeframe, start_ms, end_ms))
     # Quality checks run on every batch before anything is written.
     results_by_check: dict[str, list] = {}
+    expect_funding = market_data.source != "files" or any(b.funding.num_rows for b in batches)
     for batch in batches:
-        for result in check_market_data(batch, now_ms=now_ms):
+        for result in check_batch(batch, now_ms=now_ms, expect_funding=expect_funding):
             results_by_check.setdefault(result.name, []).append((batch.symbol, result))
     rows = {"ohlcv": 0, "mark": 0, "funding": 0, "open_interest": 0}
+    resampled: dict[str, int] = {}
     for batch in batches:
         written = market.write_batch(batch)
         for key, value in written.items():
             rows[key] = rows.get(key, 0) + value
+        # Higher timeframes are derived in the same step: one materialization event per
+        # partition instead of two (Dagster's per-partition event cost dominates backfills).
+        for tf, n in market.resample(
+            batch.symbol, timeframe, market_data.resample_timeframes, batch.start_ms, batch.end_ms
+        ).items():
+            resampled[tf] = resampled.get(tf, 0) + n
     check_results = []
-    for name, blocking, _ in QUALITY_CHECKS:
+    for name, (_, blocking) in QUALITY_CHECKS.items():
         found = results_by_check.get(name, [])
         failed = [(sym, r) for sym, r in found if not r.passed]
         check_results.append(
@@ -124,45 +122,14 @@ def market_bars(
         "bars_written": rows.get("ohlcv", 0),
         "funding_rows": rows.get("funding", 0),
         "open_interest_rows": rows.get("open_interest", 0),
-        "coverage": table(coverage) if coverage else "empty",
-    }
-    if plot:
-        metadata["close_normalized"] = line_plot(plot, "Close / first close", "x")
+    } | {f"bars_{tf}": n for tf, n in resampled.items()}
+    # Dagster copies run-level metadata onto every partition's materialization event, so the
+    # heavy items (table, plot) are attached only to small runs; a backfill stays light.
+    if len(context.partition_keys) <= HEAVY_METADATA_MAX_PARTITIONS:
+        metadata["coverage"] = table(coverage) if coverage else "empty"
+        if plot:
+            metadata["close_normalized"] = line_plot(plot, "Close / first close", "x")
     return dg.MaterializeResult(metadata=metadata, check_results=check_results)
-
-
-@dg.asset(
-    partitions_def=market_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    pool="duckdb",
-    group_name=MARKET_GROUP,
-    kinds={"duckdb"},
-    deps=[market_bars],
-    automation_condition=dg.AutomationCondition.eager(),
-    description=(
-        "Higher-timeframe bars (1h, 4h, 1d) resampled in DuckDB from the base bars, each with its "
-        "base-bar count and a completeness flag (False when base bars are missing inside it)."
-    ),
-)
-def market_bars_resampled(
-    context: dg.AssetExecutionContext,
-    factory_store: FactoryStoreResource,
-    market_data: MarketDataResource,
-) -> dg.MaterializeResult:
-    market = MarketStore(factory_store.store())
-    counts: dict[str, int] = {}
-    for symbol, spans in _spans_ms(context).items():
-        for start_ms, end_ms in spans:
-            written = market.resample(
-                symbol, market_data.base_timeframe, market_data.resample_timeframes,
-                start_ms, end_ms,
-            )
-            for tf, n in written.items():
-                counts[tf] = counts.get(tf, 0) + n
-    return dg.MaterializeResult(
-        metadata={f"bars_{tf}": n for tf, n in counts.items()}
-        | {"timeframes": ", ".join(market_data.resample_timeframes)}
-    )
 
 
 @dg.asset(
@@ -173,7 +140,7 @@ def market_bars_resampled(
     kinds={"duckdb"},
     deps=[
         dg.AssetDep(
-            market_bars_resampled,
+            market_bars,
             partition_mapping=dg.MultiToSingleDimensionPartitionMapping(
                 partition_dimension_name="symbol"
             ),
@@ -219,7 +186,7 @@ def regime_labels(
 
 market_daily_job = dg.define_asset_job(
     "market_daily_job",
-    selection=dg.AssetSelection.assets(market_bars, market_bars_resampled),
+    selection=dg.AssetSelection.assets(market_bars),
     description="Fetch and resample the latest day of market data for every symbol.",
 )
 
