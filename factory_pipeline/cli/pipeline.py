@@ -137,12 +137,15 @@ def _relax_sqlite_fsync() -> None:
 
 def _resolve_selection(d: dg.Definitions, selection: str) -> tuple[str, ...]:
     graph = d.resolve_asset_graph()
+    known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
     try:
         keys = dg.AssetSelection.from_string(selection).resolve(graph)
     except Exception as exc:
-        raise ConfigError(f"invalid asset selection {selection!r}: {exc}") from exc
+        if "no AssetsDefinition objects supply these keys" in str(exc):
+            keys = set()
+        else:
+            raise ConfigError(f"invalid asset selection {selection!r}: {exc}") from exc
     if not keys:
-        known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
         raise ConfigError(f"asset selection {selection!r} matches nothing; assets: {known}")
     return tuple(sorted(k.to_user_string() for k in keys))
 
