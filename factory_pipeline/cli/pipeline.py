@@ -27,16 +27,24 @@ from factory_pipeline.settings import PROJECT_ROOT, default_settings
 
 @dataclass(frozen=True)
 class Stage:
-    """A set of assets that share a partitions definition and run together."""
+    """A set of assets that share a partitions definition and run together.
+
+    ``per_partition`` stages run one run per partition and carry on past a failed partition
+    (e.g. one corrupt book must not stop the others), reporting the failures at the end.
+    """
 
     name: str
     assets: tuple[str, ...]
+    per_partition: bool = False
 
 
 #: The whole graph, in dependency order. Later tracks append their stages.
 PLAN: tuple[Stage, ...] = (
     Stage("market data", ("market_bars",)),
     Stage("regimes", ("regime_labels",)),
+    Stage("module library", ("builtin_modules",)),
+    Stage("books", ("book_pages", "kb_segments"), per_partition=True),
+    Stage("knowledge", ("kb_concepts", "strategy_modules")),
 )
 
 #: Keep the console quiet during CLI runs; the UI has the full event log.
@@ -65,15 +73,25 @@ def load_definitions() -> dg.Definitions:
 
 def run_all(definitions: dg.Definitions | None = None, instance: Any = None) -> int:
     """Materialize every stage of PLAN; print progress and a summary."""
+    from factory_pipeline.defs.knowledge.sensors import register_books
+
     d = definitions or load_definitions()
     inst = instance or _instance()
+    register_books(inst, default_settings())
     started = time.perf_counter()
+    failures: list[str] = []
     for number, stage in enumerate(PLAN, start=1):
         t0 = time.perf_counter()
         print(f"[{number}/{len(PLAN)}] {stage.name}: {', '.join(stage.assets)} ...", flush=True)
-        _materialize(d, inst, stage.assets, all_partitions=True)
+        if stage.per_partition:
+            failures += _materialize_each_partition(d, inst, stage.assets)
+        else:
+            _materialize(d, inst, stage.assets, all_partitions=True)
         print(f"      done in {time.perf_counter() - t0:.1f} s", flush=True)
-    print(f"materialized {len(PLAN)} stages in {time.perf_counter() - started:.1f} s\n")
+    print(f"materialized {len(PLAN)} stages in {time.perf_counter() - started:.1f} s")
+    for line in failures:
+        print(f"  failed: {line}")
+    print()
     from factory_pipeline.cli.status import print_status
 
     return print_status()
@@ -101,6 +119,24 @@ def materialize_selection(
     )
     print(f"materialized {', '.join(keys)} in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _materialize_each_partition(
+    d: dg.Definitions, instance: dg.DagsterInstance, asset_names: Sequence[str]
+) -> list[str]:
+    """One run per partition; failures are collected (one line each), not raised."""
+    graph = d.resolve_asset_graph()
+    pdef = graph.get(dg.AssetKey.from_user_string(asset_names[0])).partitions_def
+    keys = pdef.get_partition_keys(dynamic_partitions_store=instance) if pdef else []
+    failures = []
+    for key in keys:
+        try:
+            _materialize(d, instance, asset_names, partition=key)
+            print(f"      {key}: ok", flush=True)
+        except FactoryError as exc:
+            print(f"      {key}: FAILED", flush=True)
+            failures.append(f"{key}: {exc}")
+    return failures
 
 
 def _instance() -> dg.DagsterInstance:
@@ -184,7 +220,7 @@ def _materialize(
     elif pdef is None and (partition or range_start):
         raise ConfigError(f"{', '.join(asset_names)} is not partitioned: drop the partition option")
     result = dg.materialize(
-        assets=list(d.assets or []),
+        assets=[*(d.assets or []), *(d.asset_checks or [])],
         selection=keys,
         resources=d.resources,
         instance=instance,

@@ -19,6 +19,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 from pydantic import Field, SecretStr
 
+from factory_pipeline.defs.knowledge.resources import knowledge_resource
 from factory_pipeline.settings import FactorySettings, default_settings
 from factory_pipeline.store import Store
 
@@ -185,6 +186,7 @@ def build_resources(settings: FactorySettings | None = None) -> dict[str, Any]:
             timeout_s=s.llm_timeout_s,
             max_retries=s.llm_max_retries,
         ),
+        "knowledge": knowledge_resource(s),
         "exchange": ExchangeResource(
             venue=s.exchange,
             demo_api_key=_secret("BYBIT_DEMO_API_KEY"),

@@ -54,6 +54,66 @@ def validate_system_tool(
         return _result([{"path": "(root)", "message": str(exc)}])
 
 
+def backtest_run_tool(
+    system: Any,
+    symbol: str,
+    start: str,
+    end: str,
+    *,
+    store_path: str | None = None,
+    library: Mapping[str, ModuleDoc] | None = None,
+    max_trades: int = 20,
+) -> dict[str, Any]:
+    """Backtest a system spec (JSON) on ``symbol`` over ``[start, end)`` (ISO dates or times, UTC)
+    with the factory's execution assumptions, on data in the market store.
+
+    Returns ``{"ok": True, "spec_hash", "symbol", "timeframe", "bars", "metrics", "trades",
+    "open_trade", "config", "engine_version"}`` or ``{"ok": False, "problems"/"error": ...}``;
+    never raises for bad input (an invalid spec, an unknown symbol, an empty range).
+    """
+    from factory_pipeline.engine.system_backtest import run_summary, run_system
+    from factory_pipeline.settings import default_settings
+    from factory_pipeline.store import Store
+    from factory_pipeline.store.market import MarketStore
+    from factory_pipeline.strategy.signals import compile_system
+
+    verdict = validate_system_tool(system, library=library)
+    if not verdict["valid"]:
+        return {"ok": False, "problems": verdict["problems"]}
+    try:
+        modules = library if library is not None else default_library()
+        spec, _ = parse_system_spec(system)
+        assert spec is not None  # validated above
+        start_ms, end_ms = _iso_ms(start, "start"), _iso_ms(end, "end")
+        if end_ms <= start_ms:
+            raise FactoryError(f"end {end!r} must be after start {start!r}")
+        path = store_path or str(default_settings().database_path)
+        frame = MarketStore(Store(path)).load_frame(symbol, spec.timeframes.L, start_ms, end_ms)
+        run = run_system(compile_system(spec, modules), frame)
+    except (FactoryError, ValueError) as exc:
+        return {"ok": False, "error": str(exc)}
+    return {
+        "ok": True,
+        "spec_hash": verdict["spec_hash"],
+        "symbol": symbol,
+        "timeframe": spec.timeframes.L,
+        "bars": len(frame),
+        **run_summary(run, limit_trades=max_trades),
+    }
+
+
+def _iso_ms(text: str, name: str) -> int:
+    import datetime as dt
+
+    try:
+        value = dt.datetime.fromisoformat(str(text))
+    except ValueError as exc:
+        raise FactoryError(f"{name} {text!r} is not an ISO date or time") from exc
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return int(value.timestamp() * 1000)
+
+
 def default_library(folder: Path | None = None) -> dict[str, ModuleDoc]:
     """The module library from ``folder`` (default data/modules), reloaded only when a file in
     it changes (name, size or modification time)."""
@@ -111,3 +171,17 @@ TOOL_SCHEMAS: dict[str, dict[str, Any]] = {
         {"spec": SystemSpec.model_json_schema()},
     ),
 }
+
+TOOL_SCHEMAS["backtest_run"] = tool_schema(
+    "backtest_run",
+    "Backtest a trading-system spec on one symbol over [start, end) (ISO dates, UTC) with the "
+    "factory's execution assumptions (decide at bar close, fill at next open, taker fees, "
+    "slippage, funding). Returns metrics (total_return, sharpe, max_drawdown, trades, "
+    "win_rate, expectancy_r, ...) and the last trades, or problems/error.",
+    {
+        "system": TOOL_SCHEMAS["validate_system"]["function"]["parameters"]["properties"]["spec"],
+        "symbol": {"type": "string", "description": "e.g. BTCUSDT"},
+        "start": {"type": "string", "description": "ISO date, e.g. 2024-01-01"},
+        "end": {"type": "string", "description": "ISO date, exclusive"},
+    },
+)
