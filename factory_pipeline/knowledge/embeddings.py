@@ -167,8 +167,14 @@ class LocalMiniLMEmbedder:
             return self._model
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        # No download/progress bars in logs: the model ships inside a package.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         try:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
         except ImportError as exc:
             raise ConfigError(
                 "embedding backend 'local' needs sentence-transformers and torch: "
