@@ -1,0 +1,572 @@
+"""Parameter sweeps: many configurations of one strategy, one metrics row each.
+
+Two paths, same simulator kernel, same numbers:
+
+* **generic**: any ``signal_fn(frame, params) -> Signals``; configurations run on a thread pool
+  (the kernel releases the GIL). Grid keys that name a SimConfig field (``taker_fee``,
+  ``max_bars``, ...) vary the config instead of the signals.
+* **fused** (:class:`CrossoverFamily`, SMA/EMA fast/slow crossovers): every distinct window is
+  computed once, then all configurations advance block by block over the same cache-resident
+  bars in parallel (numba ``prange``). Only per-configuration accumulators are kept — never a
+  per-configuration equity curve or signal array.
+
+Each row equals ``compute_metrics(simulate(frame, signals, config))`` for that configuration
+exactly (tested), because both paths run the kernel that ``simulate`` runs.
+
+Crossover tie rule (as backtesting.py's ``crossover``): fast crosses above slow at bar t iff
+``fast[t-1] < slow[t-1] and fast[t] > slow[t]``; an exact tie on either bar is no crossover.
+SMAs are computed with pandas' rolling-mean algorithm (Kahan-compensated running sum), so ties
+and near-ties resolve bit-for-bit as in pandas and backtesting.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal
+
+import numba
+import numpy as np
+import pyarrow as pa
+from numba import njit, prange
+
+from factory_pipeline.engine.config import SimConfig, pack_config
+from factory_pipeline.engine.metrics import METRIC_NAMES, init_stats, metrics_from_stats
+from factory_pipeline.engine.results import TRADE_DTYPE
+from factory_pipeline.engine.simulator import (
+    S_AMBIGUOUS,
+    S_ERROR,
+    S_SIDE,
+    S_SKIPPED,
+    SIG_ENTRY_LONG,
+    SIG_ENTRY_SHORT,
+    SIG_EXIT_LONG,
+    SIG_EXIT_SHORT,
+    Signals,
+    borrow,
+    borrow_readonly,
+    init_state,
+    prepare_market,
+    prepare_signals,
+    raise_on_error,
+    read_only,
+    run_bars,
+)
+from factory_pipeline.errors import BacktestError, ConfigError
+from factory_pipeline.market.frame import MarketFrame
+
+SignalFn = Callable[[MarketFrame, Mapping[str, Any]], Signals]
+
+#: Bars per block in the fused path: small enough that a block of every input series (and of
+#: every moving average) stays in L2 while all configurations pass over it.
+DEFAULT_BLOCK_BARS = 2048
+
+
+@dataclass(frozen=True)
+class CrossoverFamily:
+    """Moving-average crossover strategies with parameters ``fast`` and ``slow`` (fast < slow).
+
+    Every crossover closes the open position (exit signal); a crossover in an allowed direction
+    then opens a new one (``both``: long on up-crosses, short on down-crosses). This is
+    backtesting.py's SmaCross: ``position.close(); buy()`` / ``sell()``.
+    """
+
+    kind: Literal["sma", "ema"] = "sma"
+    direction: Literal["both", "long", "short"] = "both"
+    fast_param: str = "fast"
+    slow_param: str = "slow"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("sma", "ema"):
+            raise ConfigError(f"CrossoverFamily.kind must be 'sma' or 'ema', got {self.kind!r}")
+        if self.direction not in ("both", "long", "short"):
+            raise ConfigError(
+                f"CrossoverFamily.direction must be 'both', 'long' or 'short', "
+                f"got {self.direction!r}"
+            )
+
+    def moving_average(self, values: np.ndarray, window: int) -> np.ndarray:
+        """The family's moving average of ``values`` (NaN during warm-up)."""
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if self.kind == "sma":
+            return rolling_mean(values, window)
+        return ewm_mean(values, window)
+
+    def signals(self, frame: MarketFrame, params: Mapping[str, Any]) -> Signals:
+        """Signals of one configuration (what the fused sweep kernel reproduces per block)."""
+        fast, slow = self.windows(params)
+        entry_long, exit_long, entry_short, exit_short = crossover_signals(
+            np.ascontiguousarray(frame.close, dtype=np.float64), fast, slow, self.kind == "ema",
+            self.direction != "short", self.direction != "long",
+        )  # fmt: skip
+        return Signals(entry_long, exit_long, entry_short, exit_short)
+
+    def windows(self, params: Mapping[str, Any]) -> tuple[int, int]:
+        """(fast, slow) from ``params``, validated as positive integers."""
+        out = []
+        for name in (self.fast_param, self.slow_param):
+            value = params.get(name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ConfigError(
+                    f"crossover parameter {name!r} must be an int >= 1, got {value!r}"
+                )
+            out.append(int(value))
+        return out[0], out[1]
+
+    def accepts(self, params: Mapping[str, Any]) -> bool:
+        """The family's constraint: fast < slow."""
+        fast, slow = self.windows(params)
+        return fast < slow
+
+
+def run_sweep(
+    frame: MarketFrame,
+    grid: Mapping[str, Sequence[Any]],
+    strategy: SignalFn | CrossoverFamily,
+    config: SimConfig,
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    constraint: Callable[[Mapping[str, Any]], bool] | None = None,
+    block_bars: int = DEFAULT_BLOCK_BARS,
+    workers: int | None = None,
+) -> pa.Table:
+    """Backtest every configuration of ``grid`` (or a seeded sample of ``sample`` of them).
+
+    Returns one row per configuration: the parameter columns, then METRIC_NAMES. Raises
+    ConfigError for a bad grid and BacktestError (naming the configuration) when one cannot be
+    simulated.
+    """
+    configs = expand_grid(
+        grid, sample=sample, seed=seed, constraint=_constraint(strategy, constraint)
+    )
+    if isinstance(strategy, CrossoverFamily):
+        unknown = set(grid) - {strategy.fast_param, strategy.slow_param}
+        if unknown:
+            raise ConfigError(
+                f"fused crossover sweep varies only {strategy.fast_param!r} and "
+                f"{strategy.slow_param!r}; unexpected grid keys {sorted(unknown)}"
+            )
+        rows = _fused_crossover(frame, configs, strategy, config, block_bars)
+    else:
+        rows = _generic(frame, configs, strategy, config, workers)
+    columns: dict[str, list[Any]] = {name: [c[name] for c in configs] for name in grid}
+    for name in METRIC_NAMES:
+        columns[name] = [row[name] for row in rows]
+    return pa.table(columns)
+
+
+def expand_grid(
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    sample: int | None = None,
+    seed: int = 0,
+    constraint: Callable[[Mapping[str, Any]], bool] | None = None,
+) -> list[dict[str, Any]]:
+    """Cartesian product of ``grid`` in key order (last key fastest), filtered by
+    ``constraint``; with ``sample``, a seeded random subset of that size in grid order."""
+    if not grid:
+        raise ConfigError("sweep grid is empty: give at least one parameter with values")
+    for name, values in grid.items():
+        if isinstance(values, str | bytes) or len(values) == 0:
+            raise ConfigError(f"sweep grid parameter {name!r} needs a non-empty list of values")
+    names = list(grid)
+    configs = [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    if constraint is not None:
+        configs = [c for c in configs if constraint(c)]
+    if not configs:
+        raise ConfigError("sweep grid has no configuration satisfying the constraint")
+    if sample is not None:
+        if sample < 1:
+            raise ConfigError(f"sweep sample must be >= 1, got {sample}")
+        if sample < len(configs):
+            rng = np.random.default_rng(seed)
+            keep = np.sort(rng.choice(len(configs), size=sample, replace=False))
+            configs = [configs[k] for k in keep]
+    return configs
+
+
+def crossovers(fast: np.ndarray, slow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(up, down) crossover booleans with the strict tie rule of the module doc."""
+    up = np.zeros(fast.shape[0], dtype=np.bool_)
+    down = np.zeros(fast.shape[0], dtype=np.bool_)
+    up[1:] = (fast[:-1] < slow[:-1]) & (fast[1:] > slow[1:])
+    down[1:] = (fast[:-1] > slow[:-1]) & (fast[1:] < slow[1:])
+    return up, down
+
+
+@njit(cache=True, nogil=True)
+def rolling_mean(values, window):
+    """``pd.Series(values).rolling(window).mean()``, bit for bit (pandas' algorithm: a running
+    sum with separate Kahan compensations for added and removed values, the constant-run and
+    sign guards)."""
+    n = values.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    state = _mean_init(values)
+    for i in range(n):
+        mean, state = _mean_step(values, i, window, state)
+        out[i] = mean
+    return out
+
+
+@njit(cache=True, nogil=True)
+def ewm_mean(values, span):
+    """``pd.Series(values).ewm(span=span, adjust=False, min_periods=span).mean()``: alpha =
+    2 / (span + 1), seeded with the first value, NaN for the first ``span - 1`` bars."""
+    n = values.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    state = _ewm_init()
+    for i in range(n):
+        mean, state = _ewm_step(values[i], i, span, state)
+        out[i] = mean
+    return out
+
+
+@njit(cache=True, nogil=True)
+def crossover_signals(close, fast, slow, kind_ema, allow_long, allow_short):
+    """The family's four signal arrays in one pass over ``close``: both moving averages advance
+    side by side and crossovers (strict tie rule) are marked as they appear: every crossover
+    exits, an allowed direction also enters. Same arithmetic as :func:`rolling_mean` /
+    :func:`ewm_mean` and :func:`crossovers`."""
+    n = close.shape[0]
+    up = np.zeros(n, dtype=np.bool_)
+    down = np.zeros(n, dtype=np.bool_)
+    fp = math.nan
+    sp = math.nan
+    if kind_ema:
+        fast_state = _ewm_init()
+        slow_state = _ewm_init()
+        for i in range(n):
+            fc, fast_state = _ewm_step(close[i], i, fast, fast_state)
+            sc, slow_state = _ewm_step(close[i], i, slow, slow_state)
+            up[i] = fp < sp and fc > sc
+            down[i] = fp > sp and fc < sc
+            fp = fc
+            sp = sc
+    else:
+        fast_sum = _mean_init(close)
+        slow_sum = _mean_init(close)
+        for i in range(n):
+            fc, fast_sum = _mean_step(close, i, fast, fast_sum)
+            sc, slow_sum = _mean_step(close, i, slow, slow_sum)
+            up[i] = fp < sp and fc > sc
+            down[i] = fp > sp and fc < sc
+            fp = fc
+            sp = sc
+    either = up | down
+    entry_long = up if allow_long else np.zeros(n, dtype=np.bool_)
+    entry_short = down if allow_short else np.zeros(n, dtype=np.bool_)
+    return entry_long, either, entry_short, either.copy()
+
+
+@njit(cache=True, inline="always")
+def _mean_init(values):
+    """(nobs, neg_ct, sum, add compensation, remove compensation, constant run, last value)."""
+    prev = values[0] if values.shape[0] > 0 else math.nan
+    return (0, 0, 0.0, 0.0, 0.0, 0, prev)
+
+
+@njit(cache=True, inline="always")
+def _mean_step(values, i, window, state):
+    """Advance pandas' rolling-mean state to bar ``i`` (drop bar i - window, add bar i);
+    returns (mean or NaN during warm-up, new state)."""
+    nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value = state
+    if i >= window:
+        val = values[i - window]
+        if val == val:
+            nobs -= 1
+            y = -val - comp_remove
+            t = sum_x + y
+            comp_remove = t - sum_x - y
+            sum_x = t
+            if val < 0:
+                neg_ct -= 1
+    val = values[i]
+    if val == val:
+        nobs += 1
+        y = val - comp_add
+        t = sum_x + y
+        comp_add = t - sum_x - y
+        sum_x = t
+        if val < 0:
+            neg_ct += 1
+        if val == prev_value:
+            same_run += 1
+        else:
+            same_run = 1
+        prev_value = val
+    result = math.nan
+    if nobs >= window and nobs > 0:
+        result = sum_x / nobs
+        if same_run >= nobs:
+            result = prev_value
+        elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
+            result = 0.0
+    return result, (nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value)
+
+
+@njit(cache=True, inline="always")
+def _ewm_init():
+    """(weighted mean, observations, accumulated old weight)."""
+    return (math.nan, 0, 1.0)
+
+
+@njit(cache=True, inline="always")
+def _ewm_step(cur, i, span, state):
+    """pandas' adjust=False EWM recursion for bar ``i`` (value ``cur``); returns (mean or NaN
+    during warm-up, new state)."""
+    weighted, nobs, old_wt = state
+    alpha = 2.0 / (span + 1.0)
+    observed = cur == cur
+    if observed:
+        nobs += 1
+    if i == 0:
+        weighted = cur
+    elif weighted == weighted:
+        old_wt *= 1.0 - alpha
+        if observed:
+            if weighted != cur:
+                weighted = old_wt * weighted + alpha * cur
+                weighted /= old_wt + alpha
+            old_wt = 1.0
+    elif observed:
+        weighted = cur
+    return (weighted if nobs >= span else math.nan), (weighted, nobs, old_wt)
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+
+def _constraint(
+    strategy: SignalFn | CrossoverFamily, constraint: Callable[[Mapping[str, Any]], bool] | None
+) -> Callable[[Mapping[str, Any]], bool] | None:
+    if not isinstance(strategy, CrossoverFamily):
+        return constraint
+    if constraint is None:
+        return strategy.accepts
+    return lambda params: strategy.accepts(params) and constraint(params)
+
+
+def _generic(
+    frame: MarketFrame,
+    configs: list[dict[str, Any]],
+    signal_fn: SignalFn,
+    config: SimConfig,
+    workers: int | None,
+) -> list[dict[str, float]]:
+    """One kernel run per configuration (accumulators only), on a thread pool."""
+    n = len(frame)
+    if n == 0:
+        raise ConfigError(f"{frame.symbol} {frame.timeframe}: cannot sweep an empty frame")
+    config_fields = {f.name for f in fields(SimConfig)}
+    run_configs = [
+        replace(config, **_overrides(c, config_fields)) if _overrides(c, config_fields) else config
+        for c in configs
+    ]
+    markets = {
+        cfg.funding_interval_ms: prepare_market(frame, cfg)
+        for cfg in {c.funding_interval_ms: c for c in run_configs}.values()
+    }
+
+    def run_one(k: int) -> dict[str, float]:
+        params, run_config = configs[k], run_configs[k]
+        signal_params = {name: v for name, v in params.items() if name not in config_fields}
+        codes, floats, flags = prepare_signals(signal_fn(frame, signal_params), n, run_config)
+        state = init_state(run_config)
+        stats = init_stats(
+            run_config.initial_cash, int(frame.open_time[0]), int(frame.close_time[0])
+        )
+        run_bars(
+            0,
+            n,
+            *markets[run_config.funding_interval_ms],
+            0,
+            codes,
+            *floats,
+            *flags,
+            pack_config(run_config, n),
+            state,
+            stats,
+            _NO_TRADES,
+            _NO_EQUITY,
+            False,
+        )
+        _raise_for(state, frame, params)
+        return _row(state, stats, frame, run_config)
+
+    max_workers = workers or min(4, os.cpu_count() or 1)
+    if max_workers <= 1 or len(configs) == 1:
+        return [run_one(k) for k in range(len(configs))]
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        return list(pool.map(run_one, range(len(configs))))
+
+
+def _fused_crossover(
+    frame: MarketFrame,
+    configs: list[dict[str, Any]],
+    family: CrossoverFamily,
+    config: SimConfig,
+    block_bars: int,
+) -> list[dict[str, float]]:
+    """All configurations in one parallel kernel over blocks of bars."""
+    n = len(frame)
+    if n == 0:
+        raise ConfigError(f"{frame.symbol} {frame.timeframe}: cannot sweep an empty frame")
+    if block_bars < 1:
+        raise ConfigError(f"sweep block_bars must be >= 1, got {block_bars}")
+    pairs = [family.windows(c) for c in configs]
+    windows = sorted({w for pair in pairs for w in pair})
+    row_of = {w: k for k, w in enumerate(windows)}
+    close = np.ascontiguousarray(frame.close, dtype=np.float64)
+    averages = np.empty((len(windows), n), dtype=np.float64)
+    for k, window in enumerate(windows):
+        averages[k] = family.moving_average(close, window)
+    fast_rows = np.array([row_of[f] for f, _ in pairs], dtype=np.int64)
+    slow_rows = np.array([row_of[s] for _, s in pairs], dtype=np.int64)
+    market = prepare_market(frame, config)
+    states = np.tile(init_state(config), (len(configs), 1))
+    stats = np.tile(
+        init_stats(config.initial_cash, int(frame.open_time[0]), int(frame.close_time[0])),
+        (len(configs), 1),
+    )
+    allow_long = family.direction != "short"
+    allow_short = family.direction != "long"
+    codes = np.zeros((len(configs), min(block_bars, n)), dtype=np.uint8)
+    # configurations differ in cost (fast pairs trade far more): hand them out one at a time
+    previous_chunk = numba.set_parallel_chunksize(1)
+    try:
+        _sweep_crossover_kernel(
+            averages, fast_rows, slow_rows, allow_long, allow_short, codes, *market,
+            pack_config(config, n), states, stats, _NO_FLOAT, _NO_TRADES, _NO_EQUITY,
+        )  # fmt: skip
+    finally:
+        numba.set_parallel_chunksize(previous_chunk)
+    rows = []
+    for c, params in enumerate(configs):
+        _raise_for(states[c], frame, params)
+        rows.append(_row(states[c], stats[c], frame, config))
+    return rows
+
+
+@njit(cache=True, parallel=True)
+def _sweep_crossover_kernel(
+    averages, fast_rows, slow_rows, allow_long, allow_short, codes, open_time, close_time, op,
+    hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, cfg, states, stats, no_float, no_trades,
+    no_equity,
+):  # fmt: skip
+    """Advance every configuration over each block of bars before moving to the next block.
+
+    ``codes`` is a (configurations x block) scratch buffer for the signal codes of one block.
+    All arrays come from the caller, so they can be borrowed (no reference counting): worker
+    threads would otherwise contend on the same counters at every call.
+    """
+    n = op.shape[0]
+    n_cfg = fast_rows.shape[0]
+    block = codes.shape[1]
+    averages_b = borrow(averages)
+    open_time_b = borrow(open_time)
+    close_time_b = borrow(close_time)
+    op_b = borrow(op)
+    hi_b = borrow(hi)
+    lo_b = borrow(lo)
+    cl_b = borrow(cl)
+    mk_b = borrow(mk)
+    fund_bar_b = borrow(fund_bar)
+    fund_rate_b = borrow(fund_rate)
+    fund_missing_b = borrow(fund_missing)
+    cfg_b = borrow(cfg)
+    states_b = borrow(states)
+    stats_b = borrow(stats)
+    codes_b = borrow(codes)
+    no_float_b = borrow(no_float)
+    no_trades_b = borrow(no_trades)
+    no_equity_b = borrow(no_equity)
+    entry_long_bit = np.uint8(SIG_ENTRY_LONG) if allow_long else np.uint8(0)
+    entry_short_bit = np.uint8(SIG_ENTRY_SHORT) if allow_short else np.uint8(0)
+    exits = np.uint8(SIG_EXIT_LONG | SIG_EXIT_SHORT)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        for c in prange(n_cfg):
+            if states_b[c, S_ERROR] != 0.0:
+                continue
+            fast = averages_b[fast_rows[c]]
+            slow = averages_b[slow_rows[c]]
+            out = codes_b[c]
+            for i in range(b0, b1):
+                code = np.uint8(0)
+                if i > 0:
+                    fp = fast[i - 1]
+                    sp = slow[i - 1]
+                    fc = fast[i]
+                    sc = slow[i]
+                    if fp < sp and fc > sc:  # up-cross: close any position (exits), go long
+                        code = exits | entry_long_bit
+                    elif fp > sp and fc < sc:  # down-cross: close any position, go short
+                        code = exits | entry_short_bit
+                out[i - b0] = code
+            run_bars(
+                b0,
+                b1,
+                open_time_b,
+                close_time_b,
+                op_b,
+                hi_b,
+                lo_b,
+                cl_b,
+                mk_b,
+                fund_bar_b,
+                fund_rate_b,
+                fund_missing_b,
+                b0,
+                borrow_readonly(out),
+                no_float_b,
+                no_float_b,
+                no_float_b,
+                no_float_b,
+                False,
+                False,
+                False,
+                False,
+                cfg_b,
+                states_b[c],
+                stats_b[c],
+                no_trades_b,
+                no_equity_b,
+                False,
+            )
+
+
+_NO_FLOAT = read_only(np.full(1, np.nan), np.float64)
+_NO_TRADES = np.zeros(1, dtype=TRADE_DTYPE)
+_NO_EQUITY = np.zeros(1)
+
+
+def _overrides(params: Mapping[str, Any], config_fields: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k in config_fields}
+
+
+def _raise_for(state: np.ndarray, frame: MarketFrame, params: Mapping[str, Any]) -> None:
+    """Re-raise a kernel error with the configuration that caused it."""
+    try:
+        raise_on_error(state, frame)
+    except BacktestError as exc:
+        raise BacktestError(f"sweep configuration {dict(params)}: {exc}") from exc
+
+
+def _row(
+    state: np.ndarray, stats: np.ndarray, frame: MarketFrame, config: SimConfig
+) -> dict[str, float]:
+    return metrics_from_stats(
+        stats,
+        initial_equity=config.initial_cash,
+        start_ms=int(frame.open_time[0]),
+        end_ms=int(frame.close_time[-1]),
+        n_bars=len(frame),
+        open_trades=1 if state[S_SIDE] != 0 else 0,
+        ambiguous_bars=int(state[S_AMBIGUOUS]),
+        skipped_orders=int(state[S_SKIPPED]),
+    )
