@@ -32,7 +32,9 @@ class FactorySettings(BaseSettings):
     data_dir: Path = Field(default=DEFAULT_DATA_DIR, description="Root of stores and inputs.")
     duckdb_path: Path | None = Field(default=None, description="Default: <data_dir>/factory.duckdb")
     qdrant_path: Path | None = Field(default=None, description="Default: <data_dir>/qdrant")
-    qdrant_url: str | None = Field(default=None, description="Qdrant server URL; local path if unset.")
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; local path if unset."
+    )
     qdrant_api_key: SecretStr | None = None
 
     # Market data
@@ -42,11 +44,15 @@ class FactorySettings(BaseSettings):
     )
     base_timeframe: str = "15m"
     market_source: Literal["synthetic", "files", "bybit"] = "synthetic"
-    market_files_dir: Path | None = Field(default=None, description="Default: <data_dir>/market_files")
+    market_files_dir: Path | None = Field(
+        default=None, description="Default: <data_dir>/market_files"
+    )
     synthetic_seed: int = 7
     synthetic_start: dt.date = dt.date(2024, 1, 1)
     synthetic_end: dt.date = dt.date(2025, 12, 31)
-    bybit_rest_url: str = Field(default="https://api.bybit.com", description="Public market data host.")
+    bybit_rest_url: str = Field(
+        default="https://api.bybit.com", description="Public market data host."
+    )
 
     # Knowledge
     books_dirs: Annotated[list[Path], NoDecode] = Field(
@@ -68,14 +74,16 @@ class FactorySettings(BaseSettings):
     # Trading venues: stages are separated by credentials, never by a flag alone.
     exchange: Literal["local", "bybit_demo", "bybit_live"] = "local"
     bybit_demo_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("BYBIT_DEMO_API_KEY", "FACTORY_BYBIT_DEMO_API_KEY")
+        default=None,
+        validation_alias=AliasChoices("BYBIT_DEMO_API_KEY", "FACTORY_BYBIT_DEMO_API_KEY"),
     )
     bybit_demo_api_secret: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("BYBIT_DEMO_API_SECRET", "FACTORY_BYBIT_DEMO_API_SECRET"),
     )
     bybit_live_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("BYBIT_LIVE_API_KEY", "FACTORY_BYBIT_LIVE_API_KEY")
+        default=None,
+        validation_alias=AliasChoices("BYBIT_LIVE_API_KEY", "FACTORY_BYBIT_LIVE_API_KEY"),
     )
     bybit_live_api_secret: SecretStr | None = Field(
         default=None,

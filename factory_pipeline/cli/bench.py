@@ -20,7 +20,9 @@ def run_benchmarks(
     chosen = list(suites) or list(SUITES)
     unknown = [s for s in chosen if s not in SUITES]
     if unknown:
-        raise ConfigError(f"unknown bench suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}")
+        raise ConfigError(
+            f"unknown bench suite(s) {', '.join(unknown)}; known: {', '.join(SUITES)}"
+        )
     figures: dict[str, float] = {}
     missed = 0
     for name in chosen:

@@ -58,9 +58,7 @@ def dagster_home() -> Path:
     os.environ["DAGSTER_HOME"] = str(home.resolve())
     template = PROJECT_ROOT / "dagster.yaml"
     target = home / "dagster.yaml"
-    if template.exists() and (
-        not target.exists() or target.read_text() != template.read_text()
-    ):
+    if template.exists() and (not target.exists() or target.read_text() != template.read_text()):
         shutil.copyfile(template, target)
     return home
 
@@ -114,7 +112,12 @@ def materialize_selection(
         raise ConfigError("--from and --to must be given together")
     t0 = time.perf_counter()
     _materialize(
-        d, inst, keys, partition=partition, range_start=range_start, range_end=range_end,
+        d,
+        inst,
+        keys,
+        partition=partition,
+        range_start=range_start,
+        range_end=range_end,
         all_partitions=all_partitions,
     )
     print(f"materialized {', '.join(keys)} in {time.perf_counter() - t0:.1f} s")
@@ -216,7 +219,10 @@ def _materialize(
             if not all_keys:
                 raise ConfigError(f"{', '.join(asset_names)} has no partitions yet")
             range_start, range_end = all_keys[0], all_keys[-1]
-        tags = {ASSET_PARTITION_RANGE_START_TAG: range_start, ASSET_PARTITION_RANGE_END_TAG: range_end}
+        tags = {
+            ASSET_PARTITION_RANGE_START_TAG: range_start,
+            ASSET_PARTITION_RANGE_END_TAG: range_end,
+        }
     elif pdef is None and (partition or range_start):
         raise ConfigError(f"{', '.join(asset_names)} is not partitioned: drop the partition option")
     result = dg.materialize(
@@ -246,5 +252,7 @@ def _failure_line(result: Any, asset_names: Sequence[str]) -> str:
         if event.event_type_value == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data.evaluation
             if not data.passed:
-                return f"blocking check {data.check_name} failed on {data.asset_key.to_user_string()}"
+                return (
+                    f"blocking check {data.check_name} failed on {data.asset_key.to_user_string()}"
+                )
     return f"materialization of {', '.join(asset_names)} failed"

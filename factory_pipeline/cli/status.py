@@ -27,7 +27,9 @@ def collect_status(store: Store) -> list[tuple[str, str, int]]:
             "SELECT timeframe, count(*), count(*) FILTER (WHERE NOT complete) "
             "FROM ohlcv_resampled GROUP BY 1 ORDER BY 1"
         ).fetchall():
-            rows.append(("market", f"resampled {timeframe} bars ({incomplete} incomplete)", int(bars)))
+            rows.append(
+                ("market", f"resampled {timeframe} bars ({incomplete} incomplete)", int(bars))
+            )
         for regime, windows in con.execute(
             "SELECT regime, count(*) FROM regimes GROUP BY 1 ORDER BY 1"
         ).fetchall():

@@ -39,8 +39,10 @@ def market_partitions_def(settings: FactorySettings | None = None) -> dg.MultiPa
 
 def regime_partitions_def(settings: FactorySettings | None = None) -> dg.MultiPartitionsDefinition:
     return dg.MultiPartitionsDefinition(
-        {"regime": dg.StaticPartitionsDefinition(list(REGIMES)),
-         "symbol": symbol_partitions_def(settings)}
+        {
+            "regime": dg.StaticPartitionsDefinition(list(REGIMES)),
+            "symbol": symbol_partitions_def(settings),
+        }
     )
 
 

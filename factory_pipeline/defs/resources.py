@@ -99,8 +99,9 @@ class EmbeddingsResource(dg.ConfigurableResource):
     def build(self) -> Any:
         from factory_pipeline.knowledge.embeddings import build_embedder
 
-        return build_embedder(_settings_with(self, embedding_backend=self.backend,
-                                             embedding_model=self.model))
+        return build_embedder(
+            _settings_with(self, embedding_backend=self.backend, embedding_model=self.model)
+        )
 
 
 class LLMResource(dg.ConfigurableResource):
@@ -117,8 +118,11 @@ class LLMResource(dg.ConfigurableResource):
         from factory_pipeline.llm import build_llm
 
         settings = _settings_with(
-            self, llm_backend=self.backend, llm_model=self.model,
-            llm_timeout_s=self.timeout_s, llm_max_retries=self.max_retries,
+            self,
+            llm_backend=self.backend,
+            llm_model=self.model,
+            llm_timeout_s=self.timeout_s,
+            llm_max_retries=self.max_retries,
         )
         return build_llm(settings, store)
 

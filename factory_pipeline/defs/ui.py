@@ -53,22 +53,25 @@ def line_plot(
     return figure_markdown(fig, title)
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
+def table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> dg.MetadataValue:
     """A Dagster table from dict rows (column types inferred: int, float, bool or text)."""
     cols = list(columns or (rows[0].keys() if rows else []))
     schema_cols = []
     for col in cols:
         sample = next((r[col] for r in rows if r.get(col) is not None), "")
         kind = (
-            "bool" if isinstance(sample, bool)
-            else "int" if isinstance(sample, int | np.integer)
-            else "float" if isinstance(sample, float | np.floating)
+            "bool"
+            if isinstance(sample, bool)
+            else "int"
+            if isinstance(sample, int | np.integer)
+            else "float"
+            if isinstance(sample, float | np.floating)
             else "string"
         )
         schema_cols.append(dg.TableColumn(col, kind))
-    records = [
-        dg.TableRecord({c: _plain(r.get(c)) for c in cols}) for r in rows
-    ]
+    records = [dg.TableRecord({c: _plain(r.get(c)) for c in cols}) for r in rows]
     return dg.MetadataValue.table(records, schema=dg.TableSchema(columns=schema_cols))
 
 

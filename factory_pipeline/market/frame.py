@@ -78,8 +78,17 @@ class MarketFrame:
 
 
 _BAR_ARRAYS = (
-    "open_time", "close_time", "open", "high", "low", "close", "volume", "mark",
-    "funding_rate", "open_interest", "complete",
+    "open_time",
+    "close_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "mark",
+    "funding_rate",
+    "open_interest",
+    "complete",
 )
 
 

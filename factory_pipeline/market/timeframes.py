@@ -19,13 +19,34 @@ _PATTERN = re.compile(r"^(\d+)([mhdw])$")
 
 #: Timeframes the factory knows. Ordered from shortest to longest.
 SUPPORTED_TIMEFRAMES: tuple[str, ...] = (
-    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d", "1w",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "12h",
+    "1d",
+    "1w",
 )
 
 #: Bybit kline ``interval`` codes for each timeframe.
 BYBIT_INTERVALS: dict[str, str] = {
-    "1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120",
-    "4h": "240", "6h": "360", "12h": "720", "1d": "D", "1w": "W",
+    "1m": "1",
+    "3m": "3",
+    "5m": "5",
+    "15m": "15",
+    "30m": "30",
+    "1h": "60",
+    "2h": "120",
+    "4h": "240",
+    "6h": "360",
+    "12h": "720",
+    "1d": "D",
+    "1w": "W",
 }
 
 

@@ -32,7 +32,11 @@ def _table_for(model: type[Document]) -> DocTable:
 
 def _rows(docs: Sequence[Document], table: DocTable, partition_key: str | None) -> pa.Table:
     data: dict[str, list[Any]] = {
-        "id": [], "version": [], "created_at": [], "partition_key": [], "doc": [],
+        "id": [],
+        "version": [],
+        "created_at": [],
+        "partition_key": [],
+        "doc": [],
     }
     for name, _ in table.columns:
         data[name] = []

@@ -26,15 +26,21 @@ class DocTable:
 DOC_TABLES: dict[str, DocTable] = {
     t.name: t
     for t in (
-        DocTable("books", [("path", "VARCHAR"), ("content_hash", "VARCHAR"), ("status", "VARCHAR")]),
+        DocTable(
+            "books", [("path", "VARCHAR"), ("content_hash", "VARCHAR"), ("status", "VARCHAR")]
+        ),
         DocTable("kb_segments", [("book_id", "VARCHAR"), ("page", "INTEGER")]),
         DocTable("kb_concepts", [("name", "VARCHAR")]),
         DocTable("modules", [("kind", "VARCHAR"), ("name", "VARCHAR"), ("status", "VARCHAR")]),
         DocTable("systems", [("name", "VARCHAR"), ("spec_hash", "VARCHAR"), ("status", "VARCHAR")]),
         DocTable(
             "backtests",
-            [("system_id", "VARCHAR"), ("spec_hash", "VARCHAR"), ("symbol", "VARCHAR"),
-             ("regime", "VARCHAR")],
+            [
+                ("system_id", "VARCHAR"),
+                ("spec_hash", "VARCHAR"),
+                ("symbol", "VARCHAR"),
+                ("regime", "VARCHAR"),
+            ],
         ),
         DocTable("backtest_trades", [("backtest_id", "VARCHAR"), ("system_id", "VARCHAR")]),
         DocTable("forecasts", [("system_id", "VARCHAR"), ("symbol", "VARCHAR")]),

@@ -22,9 +22,16 @@ def _factory(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "FACTORY_EMBEDDING_BACKEND": "hash",
     }
     return subprocess.run(
-        [sys.executable, "-c", "from factory_pipeline.cli import main; raise SystemExit(main())",
-         *args],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-c",
+            "from factory_pipeline.cli import main; raise SystemExit(main())",
+            *args,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -50,7 +57,7 @@ def test_materialize_then_status(tmp_path):
     assert "materialized market_bars" in done.stdout
     status = _factory(tmp_path, "status")
     assert status.returncode == 0, status.stderr
-    line = next(l for l in status.stdout.splitlines() if "SOLUSDT 15m bars" in l)
+    line = next(row for row in status.stdout.splitlines() if "SOLUSDT 15m bars" in row)
     assert line.split()[-1] == "96"
     # the run is recorded in the persistent instance the UI reads
     assert any((tmp_path / "dagster_home").iterdir())

@@ -34,9 +34,7 @@ def test_every_asset_has_description_and_group():
 
 def test_blocking_quality_checks_exist_on_market_bars():
     graph = defs().resolve_asset_graph()
-    checks = {
-        (c.asset_key.to_user_string(), c.name): c for c in graph.asset_check_keys
-    }
+    checks = {(c.asset_key.to_user_string(), c.name): c for c in graph.asset_check_keys}
     assert ("market_bars", "ohlc_consistency") in checks
     node = graph.get(dg.AssetKey("market_bars"))
     assert node.partitions_def is not None

@@ -34,7 +34,9 @@ def _count(tmp_path, sql: str, params: list | None = None) -> int:
 def test_one_partition_writes_one_day_and_passes_checks(tmp_path, resources):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [market_bars], resources=resources, instance=instance,
+            [market_bars],
+            resources=resources,
+            instance=instance,
             partition_key="2024-03-05|BTCUSDT",
         )
         assert result.success
@@ -54,13 +56,13 @@ def test_rematerializing_a_partition_replaces_rows(tmp_path, resources):
     with dg.instance_for_test() as instance:
         for _ in range(2):
             assert dg.materialize(
-                [market_bars], resources=resources, instance=instance,
+                [market_bars],
+                resources=resources,
+                instance=instance,
                 partition_key="2024-03-05|ETHUSDT",
             ).success
     assert _count(tmp_path, "SELECT count(*) FROM ohlcv") == BARS_PER_DAY
-    assert _count(
-        tmp_path, "SELECT count(*) - count(DISTINCT open_time) FROM ohlcv"
-    ) == 0
+    assert _count(tmp_path, "SELECT count(*) - count(DISTINCT open_time) FROM ohlcv") == 0
 
 
 def test_range_backfill_runs_once_per_run_and_feeds_regimes(tmp_path, resources):
@@ -69,16 +71,17 @@ def test_range_backfill_runs_once_per_run_and_feeds_regimes(tmp_path, resources)
         ASSET_PARTITION_RANGE_END_TAG: "2024-02-29|ETHUSDT",
     }
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [market_bars], resources=resources, instance=instance, tags=tags
-        )
+        result = dg.materialize([market_bars], resources=resources, instance=instance, tags=tags)
         assert result.success
         # one run materialized every (day, symbol) partition of the rectangle
         keys = {m.partition for m in result.asset_materializations_for_node("market_bars")}
         assert len(keys) == 60 * 2
         regimes = dg.materialize(
-            [market_bars, regime_labels], selection=[regime_labels], resources=resources,
-            instance=instance, partition_key="BTCUSDT",
+            [market_bars, regime_labels],
+            selection=[regime_labels],
+            resources=resources,
+            instance=instance,
+            partition_key="BTCUSDT",
         )
         assert regimes.success
     days = 60
@@ -105,7 +108,9 @@ def _bars(day: dt.date, n: int, start_price: float = 100.0) -> list[str]:
 def test_malformed_file_fails_naming_file_and_keeps_previous_data(tmp_path):
     files_dir = tmp_path / "market_files"
     settings = load_settings(
-        data_dir=tmp_path, market_source="files", market_files_dir=files_dir,
+        data_dir=tmp_path,
+        market_source="files",
+        market_files_dir=files_dir,
         embedding_backend="hash",
     )
     resources = build_resources(settings)
@@ -113,7 +118,9 @@ def test_malformed_file_fails_naming_file_and_keeps_previous_data(tmp_path):
     _write_csv(files_dir, _bars(day, BARS_PER_DAY))
     with dg.instance_for_test() as instance:
         good = dg.materialize(
-            [market_bars], resources=resources, instance=instance,
+            [market_bars],
+            resources=resources,
+            instance=instance,
             partition_key="2024-03-05|BTCUSDT",
         )
         assert good.success
@@ -125,8 +132,11 @@ def test_malformed_file_fails_naming_file_and_keeps_previous_data(tmp_path):
         bad_rows[10] = ",".join(parts)
         _write_csv(files_dir, bad_rows)
         bad = dg.materialize(
-            [market_bars], resources=resources, instance=instance,
-            partition_key="2024-03-05|BTCUSDT", raise_on_error=False,
+            [market_bars],
+            resources=resources,
+            instance=instance,
+            partition_key="2024-03-05|BTCUSDT",
+            raise_on_error=False,
         )
         assert not bad.success
         failure = next(e for e in bad.all_events if e.is_step_failure)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,10 +56,18 @@ def _signals(n: int, rule: str, params: dict, management: dict | None = None) ->
     false = np.zeros(n, dtype=bool)
     nan = np.full(n, np.nan)
     return SystemSignals(
-        entry_long=false, entry_short=false, exit_long=false, exit_short=false,
-        stop_distance=nan, take_profit_distance=nan, trail_distance=nan,
-        volatility=np.linspace(0.001, 0.004, n), sizing_rule=rule, sizing_params=params,
-        management=management or {}, warmup_bars=0,
+        entry_long=false,
+        entry_short=false,
+        exit_long=false,
+        exit_short=false,
+        stop_distance=nan,
+        take_profit_distance=nan,
+        trail_distance=nan,
+        volatility=np.linspace(0.001, 0.004, n),
+        sizing_rule=rule,
+        sizing_params=params,
+        management=management or {},
+        warmup_bars=0,
     )
 
 
@@ -79,12 +88,19 @@ def test_sizing_rules_map_onto_the_engine():
 
 def test_management_rules_map_onto_the_engine():
     management = {
-        "breakeven_after_r": 1.0, "time_stop_bars": 48, "partial_tp_r": 2.0,
-        "partial_tp_fraction": 0.25, "trailing_stop": 1.0,
+        "breakeven_after_r": 1.0,
+        "time_stop_bars": 48,
+        "partial_tp_r": 2.0,
+        "partial_tp_fraction": 0.25,
+        "trailing_stop": 1.0,
     }
     _, c = engine_inputs(_signals(4, "fixed_qty", {"qty": 1.0}, management))
     assert (c.breakeven_r, c.max_bars, c.partial_tp_r, c.partial_tp_fraction, c.trail_mult) == (
-        1.0, 48, 2.0, 0.25, 1.0
+        1.0,
+        48,
+        2.0,
+        0.25,
+        1.0,
     )
 
 
@@ -127,7 +143,7 @@ def test_library_systems_pass_the_lookahead_audit(name, library, frame):
 
 
 def test_backtest_run_tool_round_trip(store_path):
-    spec = yaml.safe_load(open("data/systems/ema_trend_follower.yaml"))
+    spec = yaml.safe_load(Path("data/systems/ema_trend_follower.yaml").read_text())
     out = backtest_run_tool(spec, "BTCUSDT", "2024-01-01", "2024-04-01", store_path=str(store_path))
     assert out["ok"], out
     json.dumps(out)  # JSON-serializable for agents
@@ -137,11 +153,15 @@ def test_backtest_run_tool_round_trip(store_path):
 
 
 def test_backtest_run_tool_reports_problems_instead_of_raising(store_path):
-    spec = yaml.safe_load(open("data/systems/ema_trend_follower.yaml"))
+    spec = yaml.safe_load(Path("data/systems/ema_trend_follower.yaml").read_text())
     broken = {**spec, "timeframes": {"H": "1h", "M": "1h", "L": "15m"}}
-    out = backtest_run_tool(broken, "BTCUSDT", "2024-01-01", "2024-02-01", store_path=str(store_path))
+    out = backtest_run_tool(
+        broken, "BTCUSDT", "2024-01-01", "2024-02-01", store_path=str(store_path)
+    )
     assert not out["ok"] and out["problems"][0]["path"].startswith("timeframes")
-    out = backtest_run_tool(spec, "DOGEUSDT", "2024-01-01", "2024-02-01", store_path=str(store_path))
+    out = backtest_run_tool(
+        spec, "DOGEUSDT", "2024-01-01", "2024-02-01", store_path=str(store_path)
+    )
     assert not out["ok"] and "DOGEUSDT" in out["error"]
     out = backtest_run_tool(spec, "BTCUSDT", "yesterday", "2024-02-01", store_path=str(store_path))
     assert not out["ok"] and "'yesterday' is not an ISO date" in out["error"]

@@ -146,7 +146,8 @@ def test_numbered_lines_that_do_not_follow_page_numbers_are_kept(tmp_path: Path)
 def test_lines_repeated_on_few_pages_are_kept(tmp_path: Path) -> None:
     # "Entry rules" opens 2 of 8 pages: below max(3, 30% of 8) = 3 pages, so it is content.
     rules = [
-        f"Wait for a {word} close." for word in ["red", "green", "blue", "gray", "pink", "gold", "teal", "tan"]
+        f"Wait for a {word} close."
+        for word in ["red", "green", "blue", "gray", "pink", "gold", "teal", "tan"]
     ]
     romans = ["i", "ii", "iii", "iv", "v", "vi", "vii", "viii"]  # front-matter page numbers
     pages = [

@@ -48,7 +48,9 @@ def test_migrations_apply_once_and_record_versions(tmp_path):
     try:
         assert schema_version(con) == len(MIGRATIONS)
         assert apply_migrations(con) == []  # nothing pending the second time
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
     finally:
         con.close()
     assert {"ohlcv", "funding", "systems", "backtests", "kb_segments", "trial_ledger"} <= tables
@@ -103,10 +105,9 @@ def test_failed_batch_leaves_nothing_half_written(tmp_path):
     docs.upsert([_system(1)])
     with pytest.raises(StoreError, match="duplicate id 'sys-2'"):
         docs.upsert([_system(2), _system(3), _system(2)])
-    with pytest.raises(RuntimeError):
-        with store.transaction() as con:
-            con.execute("DELETE FROM systems")
-            raise RuntimeError("boom in the middle of a batch")
+    with pytest.raises(RuntimeError), store.transaction() as con:
+        con.execute("DELETE FROM systems")
+        raise RuntimeError("boom in the middle of a batch")
     assert [d.id for d in docs.list(SystemDoc)] == ["sys-1"]
 
 

@@ -41,4 +41,3 @@ def knowledge_resource(settings: FactorySettings | None = None) -> KnowledgeReso
         books_dirs=[str(folder) for folder in s.all_books_dirs],
         modules_dir=str(s.modules_dir),
     )
-

@@ -5,7 +5,6 @@ through MarketStore in one transaction per symbol span, and attach UI metadata. 
 fails the step before anything is written, so the previous good data stays intact.
 """
 
-
 import datetime as dt
 import time
 
@@ -26,7 +25,6 @@ from factory_pipeline.store.market import MarketStore
 
 MARKET_GROUP = "market"
 HEAVY_METADATA_MAX_PARTITIONS = 93
-
 
 
 def _day_ms(day: str) -> int:
@@ -70,7 +68,9 @@ def market_bars(
     batches = []
     for symbol, spans in _spans_ms(context).items():
         for start_ms, end_ms in spans:
-            context.log.info(f"fetching {symbol} {timeframe} {start_ms}..{end_ms} from {source.name}")
+            context.log.info(
+                f"fetching {symbol} {timeframe} {start_ms}..{end_ms} from {source.name}"
+            )
             batches.append(source.fetch(symbol, timeframe, start_ms, end_ms))
     # Quality checks run on every batch before anything is written.
     results_by_check: dict[str, list] = {}
@@ -180,7 +180,10 @@ def regime_labels(
     return dg.MaterializeResult(
         metadata={"regimes": table(summary)}
         | {f"windows_{r}": n for r, n in by_regime.items()}
-        | {"symbols": len(context.partition_keys), "total_windows": int(np.sum(list(by_regime.values())))}
+        | {
+            "symbols": len(context.partition_keys),
+            "total_windows": int(np.sum(list(by_regime.values()))),
+        }
     )
 
 
