@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numba import njit
 
+from factory_pipeline.errors import BacktestError
 from factory_pipeline.market.timeframes import DAY_MS, HOUR_MS
 
 if TYPE_CHECKING:
@@ -59,8 +60,11 @@ def equity_curve_metrics(
     """
     equity = np.ascontiguousarray(equity, dtype=np.float64)
     close_time = np.ascontiguousarray(close_time, dtype=np.int64)
-    if equity.shape[0] == 0:
-        raise ValueError("equity_curve_metrics needs at least one bar")
+    if equity.shape[0] == 0 or equity.shape != close_time.shape:
+        raise BacktestError(
+            f"equity_curve_metrics needs one equity value per bar, got {equity.shape[0]} values "
+            f"for {close_time.shape[0]} bars"
+        )
     stats = init_stats(initial_equity, int(open_time[0]), int(close_time[0]))
     _accumulate_curve(stats, equity, close_time)
     metrics = metrics_from_stats(
@@ -85,6 +89,7 @@ EQUITY_METRICS: tuple[str, ...] = (
     "sortino",
     "max_drawdown",
     "stagnation_bars",
+    "stagnation_ms",
     "stagnation_days",
     "days",
 )
@@ -97,6 +102,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "sortino",
     "max_drawdown",
     "stagnation_bars",
+    "stagnation_ms",
     "stagnation_days",
     "days",
     "trades",
@@ -168,6 +174,7 @@ def metrics_from_stats(
         "sortino": float(sortino),
         "max_drawdown": float(s[M_MAX_DD]),
         "stagnation_bars": float(s[M_STAG_BARS]),
+        "stagnation_ms": float(s[M_STAG_MS]),
         "stagnation_days": float(s[M_STAG_MS] / DAY_MS),
         "days": float(n_days),
         "trades": float(trades),

@@ -499,6 +499,9 @@ def run_bars(
     # fills there, a funding settlement falls in it, or a time stop or trailing update is due
     wake = _wake(start, next_fbar, time_bar, pend_exit != 0 or pend_entry != 0, trail_on, side)
     mask = _MASK_FLAT if side == 0 else (_MASK_LONG if side > 0 else _MASK_SHORT)
+    price_levels = trig_lo > -math.inf or trig_hi < math.inf
+    mark_levels = mark_lo > -math.inf or mark_hi < math.inf
+    track_extremes = record or be_r > 0.0 or trail_on
     for i in range(start, stop):
         j = i - sig_off
         # ---- fast path: a quiet bar ---------------------------------------------------------
@@ -514,19 +517,23 @@ def run_bars(
                     stag_bars, stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
                 )  # fmt: skip
                 continue
-            o = op[i]
-            h = hi[i]
-            lw = lo[i]
-            m = mk[i]
-            touched = (
-                (lw <= trig_lo) | (o <= trig_lo) | (h >= trig_hi) | (o >= trig_hi)
-                | (m <= mark_lo) | (m >= mark_hi)
-            )  # fmt: skip
+            touched = False
+            if price_levels:
+                o = op[i]
+                touched = (
+                    (lo[i] <= trig_lo) | (o <= trig_lo) | (hi[i] >= trig_hi) | (o >= trig_hi)
+                )  # fmt: skip
+            if mark_levels:
+                m = mk[i]
+                touched = touched | (m <= mark_lo) | (m >= mark_hi)
             if not touched:
-                if h > hh:
-                    hh = h
-                if lw < ll:
-                    ll = lw
+                if track_extremes:  # excursions feed trade records and breakeven only
+                    h = hi[i]
+                    lw = lo[i]
+                    if h > hh:
+                        hh = h
+                    if lw < ll:
+                        ll = lw
                 eq = cash + (side * qty) * (cl[i] - entry_px)
                 exposure += 1.0
                 if record:
@@ -771,6 +778,8 @@ def run_bars(
         )  # fmt: skip
         wake = _wake(i + 1, next_fbar, time_bar, pend_exit != 0 or pend_entry != 0, trail_on, side)
         mask = _MASK_FLAT if side == 0 else (_MASK_LONG if side > 0 else _MASK_SHORT)
+        price_levels = trig_lo > -math.inf or trig_hi < math.inf
+        mark_levels = mark_lo > -math.inf or mark_hi < math.inf
 
     st[S_CASH] = cash
     st[S_SIDE] = side

@@ -6,9 +6,9 @@ Two paths, same simulator kernel, same numbers:
   (the kernel releases the GIL). Grid keys that name a SimConfig field (``taker_fee``,
   ``max_bars``, ...) vary the config instead of the signals.
 * **fused** (:class:`CrossoverFamily`, SMA/EMA fast/slow crossovers): every distinct window is
-  computed once, then all configurations advance block by block over the same cache-resident
-  bars in parallel (numba ``prange``). Only per-configuration accumulators are kept — never a
-  per-configuration equity curve or signal array.
+  computed once, then threads (numba ``prange``) take groups of configurations and advance each
+  group block by block over the same cache-resident bars. Only per-configuration accumulators
+  are kept — never a per-configuration equity curve or signal array.
 
 Each row equals ``compute_metrics(simulate(frame, signals, config))`` for that configuration
 exactly (tested), because both paths run the kernel that ``simulate`` runs.
@@ -428,19 +428,20 @@ def _fused_crossover(
     fast_rows = np.array([row_of[f] for f, _ in pairs], dtype=np.int64)
     slow_rows = np.array([row_of[s] for _, s in pairs], dtype=np.int64)
     market = prepare_market(frame, config)
-    states = np.tile(init_state(config), (len(configs), 1))
-    stats = np.tile(
+    states = _rows(init_state(config), len(configs))
+    stats = _rows(
         init_stats(config.initial_cash, int(frame.open_time[0]), int(frame.close_time[0])),
-        (len(configs), 1),
+        len(configs),
     )
     allow_long = family.direction != "short"
     allow_short = family.direction != "long"
     codes = np.zeros((len(configs), min(block_bars, n)), dtype=np.uint8)
-    # configurations differ in cost (fast pairs trade far more): hand them out one at a time
+    group = max(1, -(-len(configs) // (4 * numba.get_num_threads())))
+    # groups differ in cost (fast pairs trade far more): hand them out one at a time
     previous_chunk = numba.set_parallel_chunksize(1)
     try:
         _sweep_crossover_kernel(
-            averages, fast_rows, slow_rows, allow_long, allow_short, codes, *market,
+            averages, fast_rows, slow_rows, allow_long, allow_short, group, codes, *market,
             pack_config(config, n), states, stats, _NO_FLOAT, _NO_TRADES, _NO_EQUITY,
         )  # fmt: skip
     finally:
@@ -454,11 +455,14 @@ def _fused_crossover(
 
 @njit(cache=True, parallel=True)
 def _sweep_crossover_kernel(
-    averages, fast_rows, slow_rows, allow_long, allow_short, codes, open_time, close_time, op,
-    hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, cfg, states, stats, no_float, no_trades,
-    no_equity,
+    averages, fast_rows, slow_rows, allow_long, allow_short, group, codes, open_time,
+    close_time, op, hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, cfg, states, stats,
+    no_float, no_trades, no_equity,
 ):  # fmt: skip
-    """Advance every configuration over each block of bars before moving to the next block.
+    """Threads take groups of ``group`` configurations; a thread advances every configuration
+    of its group over one block of bars before moving to the next block, so the block's bars
+    and moving averages stay in its cache. One parallel region, no barrier per block: a busy
+    neighbour on a shared machine slows one group, not every block.
 
     ``codes`` is a (configurations x block) scratch buffer for the signal codes of one block.
     All arrays come from the caller, so they can be borrowed (no reference counting): worker
@@ -467,6 +471,7 @@ def _sweep_crossover_kernel(
     n = op.shape[0]
     n_cfg = fast_rows.shape[0]
     block = codes.shape[1]
+    n_groups = (n_cfg + group - 1) // group
     averages_b = borrow(averages)
     open_time_b = borrow(open_time)
     close_time_b = borrow(close_time)
@@ -488,61 +493,73 @@ def _sweep_crossover_kernel(
     entry_long_bit = np.uint8(SIG_ENTRY_LONG) if allow_long else np.uint8(0)
     entry_short_bit = np.uint8(SIG_ENTRY_SHORT) if allow_short else np.uint8(0)
     exits = np.uint8(SIG_EXIT_LONG | SIG_EXIT_SHORT)
-    for b0 in range(0, n, block):
-        b1 = min(n, b0 + block)
-        for c in prange(n_cfg):
-            if states_b[c, S_ERROR] != 0.0:
-                continue
-            fast = averages_b[fast_rows[c]]
-            slow = averages_b[slow_rows[c]]
-            out = codes_b[c]
-            for i in range(b0, b1):
-                code = np.uint8(0)
-                if i > 0:
-                    fp = fast[i - 1]
-                    sp = slow[i - 1]
-                    fc = fast[i]
-                    sc = slow[i]
-                    if fp < sp and fc > sc:  # up-cross: close any position (exits), go long
-                        code = exits | entry_long_bit
-                    elif fp > sp and fc < sc:  # down-cross: close any position, go short
-                        code = exits | entry_short_bit
-                out[i - b0] = code
-            run_bars(
-                b0,
-                b1,
-                open_time_b,
-                close_time_b,
-                op_b,
-                hi_b,
-                lo_b,
-                cl_b,
-                mk_b,
-                fund_bar_b,
-                fund_rate_b,
-                fund_missing_b,
-                b0,
-                borrow_readonly(out),
-                no_float_b,
-                no_float_b,
-                no_float_b,
-                no_float_b,
-                False,
-                False,
-                False,
-                False,
-                cfg_b,
-                states_b[c],
-                stats_b[c],
-                no_trades_b,
-                no_equity_b,
-                False,
-            )
+    for g in prange(n_groups):
+        for b0 in range(0, n, block):
+            b1 = min(n, b0 + block)
+            for c in range(g * group, min(n_cfg, (g + 1) * group)):
+                if states_b[c, S_ERROR] != 0.0:
+                    continue
+                fast = averages_b[fast_rows[c]]
+                slow = averages_b[slow_rows[c]]
+                out = codes_b[c]
+                for i in range(b0, b1):
+                    code = np.uint8(0)
+                    if i > 0:
+                        fp = fast[i - 1]
+                        sp = slow[i - 1]
+                        fc = fast[i]
+                        sc = slow[i]
+                        if fp < sp and fc > sc:  # up-cross: close any position (exits), go long
+                            code = exits | entry_long_bit
+                        elif fp > sp and fc < sc:  # down-cross: close any position, go short
+                            code = exits | entry_short_bit
+                    out[i - b0] = code
+                run_bars(
+                    b0,
+                    b1,
+                    open_time_b,
+                    close_time_b,
+                    op_b,
+                    hi_b,
+                    lo_b,
+                    cl_b,
+                    mk_b,
+                    fund_bar_b,
+                    fund_rate_b,
+                    fund_missing_b,
+                    b0,
+                    borrow_readonly(out),
+                    no_float_b,
+                    no_float_b,
+                    no_float_b,
+                    no_float_b,
+                    False,
+                    False,
+                    False,
+                    False,
+                    cfg_b,
+                    states_b[c],
+                    stats_b[c],
+                    no_trades_b,
+                    no_equity_b,
+                    False,
+                )
 
 
 _NO_FLOAT = read_only(np.full(1, np.nan), np.float64)
 _NO_TRADES = np.zeros(1, dtype=TRADE_DTYPE)
 _NO_EQUITY = np.zeros(1)
+
+
+def _rows(vector: np.ndarray, count: int) -> np.ndarray:
+    """``count`` copies of ``vector`` as rows padded to whole 64-byte cache lines, so threads
+    updating neighbouring configurations never write to the same line."""
+    width = -(-vector.shape[0] // 8) * 8
+    buffer = np.zeros(count * width + 8, dtype=np.float64)
+    skip = (-buffer.ctypes.data % 64) // 8  # first 64-byte boundary
+    rows = buffer[skip : skip + count * width].reshape(count, width)
+    rows[:, : vector.shape[0]] = vector
+    return rows
 
 
 def _overrides(params: Mapping[str, Any], config_fields: set[str]) -> dict[str, Any]:

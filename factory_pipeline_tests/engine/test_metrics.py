@@ -36,6 +36,7 @@ def test_drawdown_stagnation_and_daily_ratios_by_hand():
     assert m["max_drawdown"] == pytest.approx(1 - 99 / 110, rel=1e-12)
     # high at bar 1 (110), below for bars 2-4, recovered at bar 5: 4 bars, 2 days
     assert m["stagnation_bars"] == 4
+    assert m["stagnation_ms"] == 4 * HALF_DAY
     assert m["stagnation_days"] == pytest.approx(2.0)
     assert m["total_return"] == pytest.approx(0.15)
     assert m["final_equity"] == 115
