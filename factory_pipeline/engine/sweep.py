@@ -58,6 +58,11 @@ from factory_pipeline.engine.simulator import (
 )
 from factory_pipeline.errors import BacktestError, ConfigError
 from factory_pipeline.market.frame import MarketFrame
+from factory_pipeline.strategy.language.indicators import (
+    rolling_mean_init,
+    rolling_mean_step,
+    sma,
+)
 
 SignalFn = Callable[[MarketFrame, Mapping[str, Any]], Signals]
 
@@ -199,18 +204,10 @@ def crossovers(fast: np.ndarray, slow: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return up, down
 
 
-@njit(cache=True, nogil=True)
-def rolling_mean(values, window):
-    """``pd.Series(values).rolling(window).mean()``, bit for bit (pandas' algorithm: a running
-    sum with separate Kahan compensations for added and removed values, the constant-run and
-    sign guards)."""
-    n = values.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    state = _mean_init(values)
-    for i in range(n):
-        mean, state = _mean_step(values, i, window, state)
-        out[i] = mean
-    return out
+def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """``pd.Series(values).rolling(window).mean()``, bit for bit: the signal language's ``sma``
+    (one implementation of pandas' algorithm, :func:`indicators.rolling_mean_step`)."""
+    return sma(values, window)
 
 
 @njit(cache=True, nogil=True)
@@ -248,11 +245,11 @@ def crossover_signals(close, fast, slow, kind_ema, allow_long, allow_short):
             fp = fc
             sp = sc
     else:
-        fast_sum = _mean_init(close)
-        slow_sum = _mean_init(close)
+        fast_sum = rolling_mean_init(close)
+        slow_sum = rolling_mean_init(close)
         for i in range(n):
-            fc, fast_sum = _mean_step(close, i, fast, fast_sum)
-            sc, slow_sum = _mean_step(close, i, slow, slow_sum)
+            fc, fast_sum = rolling_mean_step(close, i, fast, fast_sum)
+            sc, slow_sum = rolling_mean_step(close, i, slow, slow_sum)
             up[i] = fp < sp and fc > sc
             down[i] = fp > sp and fc < sc
             fp = fc
@@ -261,52 +258,6 @@ def crossover_signals(close, fast, slow, kind_ema, allow_long, allow_short):
     entry_long = up if allow_long else np.zeros(n, dtype=np.bool_)
     entry_short = down if allow_short else np.zeros(n, dtype=np.bool_)
     return entry_long, either, entry_short, either.copy()
-
-
-@njit(cache=True, inline="always")
-def _mean_init(values):
-    """(nobs, neg_ct, sum, add compensation, remove compensation, constant run, last value)."""
-    prev = values[0] if values.shape[0] > 0 else math.nan
-    return (0, 0, 0.0, 0.0, 0.0, 0, prev)
-
-
-@njit(cache=True, inline="always")
-def _mean_step(values, i, window, state):
-    """Advance pandas' rolling-mean state to bar ``i`` (drop bar i - window, add bar i);
-    returns (mean or NaN during warm-up, new state)."""
-    nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value = state
-    if i >= window:
-        val = values[i - window]
-        if val == val:
-            nobs -= 1
-            y = -val - comp_remove
-            t = sum_x + y
-            comp_remove = t - sum_x - y
-            sum_x = t
-            if val < 0:
-                neg_ct -= 1
-    val = values[i]
-    if val == val:
-        nobs += 1
-        y = val - comp_add
-        t = sum_x + y
-        comp_add = t - sum_x - y
-        sum_x = t
-        if val < 0:
-            neg_ct += 1
-        if val == prev_value:
-            same_run += 1
-        else:
-            same_run = 1
-        prev_value = val
-    result = math.nan
-    if nobs >= window and nobs > 0:
-        result = sum_x / nobs
-        if same_run >= nobs:
-            result = prev_value
-        elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
-            result = 0.0
-    return result, (nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value)
 
 
 @njit(cache=True, inline="always")

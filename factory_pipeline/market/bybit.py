@@ -177,10 +177,8 @@ class BybitSource:
     def _klines(self, method: str, symbol: str, timeframe: str, start: int, end: int) -> np.ndarray:
         """Rows ``[open_time, open, high, low, close, volume]`` ascending, in ``[start, end)``."""
         width = 6 if method == "get_kline" else 5
-        pages: list[np.ndarray] = []
-        cursor_end = end - 1  # Bybit's end is inclusive
-        oldest_seen: int | None = None
-        for page in range(1, _MAX_PAGES):
+
+        def page_rows(page: int, cursor_end: int) -> np.ndarray:
             result = self._call(
                 method,
                 page,
@@ -191,31 +189,17 @@ class BybitSource:
                 end=cursor_end,
                 limit=KLINE_PAGE,
             )
-            rows = _parse_rows(_list_of(result, method, page), method, page, width)
-            if rows.shape[0] == 0:
-                break
-            oldest = int(rows[:, 0].min())
-            if oldest_seen is not None and oldest >= oldest_seen:
-                raise MarketDataError(
-                    f"Bybit {method} page {page}: pagination does not move back "
-                    f"(oldest bar {iso_ms(oldest)} again)"
-                )
-            oldest_seen = oldest
-            pages.append(rows)
-            if oldest <= start:
-                break
-            cursor_end = oldest - 1
-        rows = _concat(pages, width)
+            return _parse_rows(_list_of(result, method, page), method, page, width)
+
+        rows = self._walk_back(method, "bar", page_rows, start, end, width)
         if width == 5:  # mark klines have no volume: pad so columns line up with klines
             rows = np.c_[rows, np.zeros(rows.shape[0])]
         return _ascending_unique(rows, start, end)
 
     def _funding(self, symbol: str, start: int, end: int) -> np.ndarray:
         method = "get_funding_rate_history"
-        pages: list[np.ndarray] = []
-        cursor_end = end - 1
-        oldest_seen: int | None = None
-        for page in range(1, _MAX_PAGES):
+
+        def page_rows(page: int, cursor_end: int) -> np.ndarray:
             result = self._call(
                 method,
                 page,
@@ -226,21 +210,41 @@ class BybitSource:
                 limit=FUNDING_PAGE,
             )
             items = _list_of(result, method, page)
-            rows = _parse_records(items, method, page, ("fundingRateTimestamp", "fundingRate"))
+            return _parse_records(items, method, page, ("fundingRateTimestamp", "fundingRate"))
+
+        rows = self._walk_back(method, "settlement", page_rows, start, end, 2)
+        return _ascending_unique(rows, start, end)
+
+    @staticmethod
+    def _walk_back(
+        method: str,
+        item: str,
+        page_rows: Callable[[int, int], np.ndarray],
+        start: int,
+        end: int,
+        width: int,
+    ) -> np.ndarray:
+        """Page backwards from ``end`` (Bybit answers newest first, end inclusive) until a page
+        reaches ``start`` or comes back empty; a page that does not move back is an error."""
+        pages: list[np.ndarray] = []
+        cursor_end = end - 1
+        oldest_seen: int | None = None
+        for page in range(1, _MAX_PAGES):
+            rows = page_rows(page, cursor_end)
             if rows.shape[0] == 0:
                 break
             oldest = int(rows[:, 0].min())
             if oldest_seen is not None and oldest >= oldest_seen:
                 raise MarketDataError(
                     f"Bybit {method} page {page}: pagination does not move back "
-                    f"(oldest settlement {iso_ms(oldest)} again)"
+                    f"(oldest {item} {iso_ms(oldest)} again)"
                 )
             oldest_seen = oldest
             pages.append(rows)
             if oldest <= start:
                 break
             cursor_end = oldest - 1
-        return _ascending_unique(_concat(pages, 2), start, end)
+        return _concat(pages, width)
 
     def _open_interest(self, symbol: str, interval: str, start: int, end: int) -> np.ndarray:
         method = "get_open_interest"

@@ -228,3 +228,19 @@ def test_unknown_symbol_and_listing_time(
     assert batch.start_ms == T0 + 2 * DAY + HOUR  # first whole bar after the listing
     assert batch.bars == 4 * 24 - 1
     assert source.funding_interval_ms("BTCUSDT") == 8 * HOUR
+
+
+def test_pagination_that_does_not_move_back_is_an_error():
+    """A venue that answers the same page again would loop forever: refuse it, naming it."""
+    import numpy as np
+
+    from factory_pipeline.errors import MarketDataError
+    from factory_pipeline.market.bybit import BybitSource
+
+    same_page = np.array([[3_000.0, 1.0], [2_000.0, 1.0]])
+    with pytest.raises(MarketDataError, match=r"get_kline page 2: pagination does not move back"):
+        BybitSource._walk_back("get_kline", "bar", lambda page, end: same_page, 0, 10_000, 2)
+    walked = BybitSource._walk_back(
+        "get_kline", "bar", lambda page, end: same_page - (page - 1) * 2_000, 0, 10_000, 2
+    )
+    assert walked[:, 0].min() <= 0  # stopped once a page reached the start

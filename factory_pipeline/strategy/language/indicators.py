@@ -188,53 +188,66 @@ def _rolling_sum_kernel(x: np.ndarray, n: int, mean: bool) -> np.ndarray:
     """pandas' fixed-window Kahan sum (separate add/remove compensation), min_periods = n."""
     size = x.shape[0]
     out = np.empty(size)
-    nobs = 0
-    neg_ct = 0
-    total = 0.0
-    comp_add = 0.0
-    comp_remove = 0.0
-    same = 0
-    prev = np.nan
+    state = rolling_mean_init(x)
     for i in range(size):
-        if i >= n:
-            old = x[i - n]
-            if not np.isnan(old):
-                nobs -= 1
-                y = -old - comp_remove
-                t = total + y
-                comp_remove = t - total - y
-                total = t
-                if old < 0:
-                    neg_ct -= 1
-        val = x[i]
-        if not np.isnan(val):
-            nobs += 1
-            y = val - comp_add
-            t = total + y
-            comp_add = t - total - y
-            total = t
-            if val < 0:
-                neg_ct += 1
-            if val == prev:
-                same += 1
-            else:
-                same = 1
-            prev = val
-        if nobs >= n:
-            if mean:
-                result = total / nobs
-                if same >= nobs:
-                    result = prev
-                elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
-                    result = 0.0
-            elif same >= nobs:
-                result = prev * nobs
-            else:
-                result = total
-            out[i] = result
-        else:
-            out[i] = np.nan
+        result, state = rolling_mean_step(x, i, n, state)
+        if not mean and result == result:
+            nobs, _neg, total, _ca, _cr, same, prev = state
+            result = prev * nobs if same >= nobs else total
+        out[i] = result
     return out
+
+
+@njit(cache=True, inline="always")
+def rolling_mean_init(values):
+    """Initial state of :func:`rolling_mean_step`: (nobs, negatives, sum, add compensation,
+    remove compensation, constant run, last value)."""
+    prev = values[0] if values.shape[0] > 0 else np.nan
+    return (0, 0, 0.0, 0.0, 0.0, 0, prev)
+
+
+@njit(cache=True, inline="always")
+def rolling_mean_step(values, i, window, state):
+    """Advance pandas' rolling-mean state to bar ``i`` (drop bar ``i - window``, add bar ``i``);
+    returns (mean, or NaN until ``window`` numbers are in the window; new state).
+
+    The one implementation of pandas' ``rolling(window).mean()`` arithmetic (bit-identical):
+    used whole-array by ``sma``/``rolling_sum`` and bar by bar inside the engine's fused sweep
+    kernel, so a crossover decided in a sweep equals the one the signal language decides.
+    """
+    nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value = state
+    if i >= window:
+        val = values[i - window]
+        if val == val:
+            nobs -= 1
+            y = -val - comp_remove
+            t = sum_x + y
+            comp_remove = t - sum_x - y
+            sum_x = t
+            if val < 0:
+                neg_ct -= 1
+    val = values[i]
+    if val == val:
+        nobs += 1
+        y = val - comp_add
+        t = sum_x + y
+        comp_add = t - sum_x - y
+        sum_x = t
+        if val < 0:
+            neg_ct += 1
+        if val == prev_value:
+            same_run += 1
+        else:
+            same_run = 1
+        prev_value = val
+    result = np.nan
+    if nobs >= window and nobs > 0:
+        result = sum_x / nobs
+        if same_run >= nobs:
+            result = prev_value
+        elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
+            result = 0.0
+    return result, (nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value)
 
 
 @njit(cache=True)
