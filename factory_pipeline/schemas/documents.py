@@ -197,6 +197,25 @@ class BacktestTrade(Document):
     bars_held: int
 
 
+class RobustnessDoc(Document):
+    """A system version's robustness across all its backtest partitions, and its evidence.
+
+    ``evidence`` holds the metrics the promotion rules read (promotion.rules.CANDIDATE_METRICS);
+    ``regimes`` the per-regime breakdown; ``walk_forward`` / ``stress`` the detailed reports.
+    """
+
+    collection: ClassVar[str] = "robustness_reports"
+    system_id: str
+    spec_hash: str
+    engine_version: str
+    evidence: dict[str, float | bool | None] = Field(default_factory=dict)
+    regimes: dict[str, dict[str, float]] = Field(default_factory=dict)
+    walk_forward: dict[str, Any] = Field(default_factory=dict)
+    stress: dict[str, Any] = Field(default_factory=dict)
+    backtest_ids: list[str] = Field(default_factory=list)
+    n_trials: int = 0
+
+
 class ForecastDoc(Document):
     """A decision logged by the demo/live runner with what the backtest expected."""
 
@@ -210,6 +229,22 @@ class ForecastDoc(Document):
     expected: dict[str, float] = Field(default_factory=dict)
     action: Literal["enter", "hold", "exit", "skip"]
     orders: list[str] = Field(default_factory=list)
+
+
+class DemoEvaluationDoc(Document):
+    """One demo system's evaluation for one UTC day (partition key = the day, ISO).
+
+    ``metrics`` carries the day's and the cumulative demo figures the demo rules read
+    (promotion.rules.DEMO_METRICS) plus the comparison with the backtest's expectation.
+    """
+
+    collection: ClassVar[str] = "demo_evaluations"
+    system_id: str
+    spec_hash: str
+    day: dt.date
+    metrics: dict[str, float | bool | None] = Field(default_factory=dict)
+    issues: list[str] = Field(default_factory=list)
+    order_ids: list[str] = Field(default_factory=list)
 
 
 class StatusTransition(Document):

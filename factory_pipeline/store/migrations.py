@@ -48,8 +48,24 @@ DOC_TABLES: dict[str, DocTable] = {
             "status_transitions",
             [("system_id", "VARCHAR"), ("from_status", "VARCHAR"), ("to_status", "VARCHAR")],
         ),
+        DocTable("robustness_reports", [("system_id", "VARCHAR"), ("spec_hash", "VARCHAR")]),
+        DocTable("demo_evaluations", [("system_id", "VARCHAR"), ("day", "DATE")]),
     )
 }
+
+
+#: The document tables migration 2 created; later tables come with their own migration.
+_V2_TABLES: tuple[str, ...] = (
+    "books",
+    "kb_segments",
+    "kb_concepts",
+    "modules",
+    "systems",
+    "backtests",
+    "backtest_trades",
+    "forecasts",
+    "status_transitions",
+)
 
 
 def _doc_table_sql(table: DocTable) -> str:
@@ -118,7 +134,7 @@ CREATE TABLE regimes (
 #: (version, description, SQL). Version numbers are contiguous from 1.
 MIGRATIONS: list[tuple[int, str, str]] = [
     (1, "market tables", _MARKET_SQL),
-    (2, "document tables", "\n".join(_doc_table_sql(t) for t in DOC_TABLES.values())),
+    (2, "document tables", "\n".join(_doc_table_sql(DOC_TABLES[n]) for n in _V2_TABLES)),
 ]
 
 _LEDGER_AND_CACHE_SQL = """
@@ -146,3 +162,9 @@ CREATE TABLE llm_cache (
 """
 
 MIGRATIONS.append((3, "trial ledger and LLM response cache", _LEDGER_AND_CACHE_SQL))
+
+MIGRATIONS.append(
+    (4, "robustness reports", _doc_table_sql(DOC_TABLES["robustness_reports"])),
+)
+
+MIGRATIONS.append((5, "demo evaluations", _doc_table_sql(DOC_TABLES["demo_evaluations"])))
