@@ -145,6 +145,11 @@ class FactorySettings(BaseSettings):
     def modules_dir(self) -> Path:
         return self.data_dir / "modules"
 
+    @property
+    def goals_dir(self) -> Path:
+        """Design goals of the idea track (data/goals/*.yaml)."""
+        return self.data_dir / "goals"
+
 
 def load_settings(**overrides: object) -> FactorySettings:
     """Build settings from the environment plus explicit overrides, with a one-line error."""

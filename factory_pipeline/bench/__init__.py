@@ -8,4 +8,4 @@ process (so ratios against an in-process reference hold on a noisy machine), and
 
 from __future__ import annotations
 
-SUITES: tuple[str, ...] = ("market", "engine", "knowledge")
+SUITES: tuple[str, ...] = ("market", "engine", "knowledge", "factory", "trading")

@@ -7,6 +7,7 @@ by default), so the runs and their metadata are there when the UI is opened afte
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import time
@@ -45,7 +46,13 @@ PLAN: tuple[Stage, ...] = (
     Stage("module library", ("builtin_modules",)),
     Stage("books", ("book_pages", "kb_segments"), per_partition=True),
     Stage("knowledge", ("kb_concepts", "strategy_modules")),
+    Stage("candidate systems", ("candidate_systems",)),
+    Stage("backtests", ("backtests",)),
+    Stage("robustness and promotion", ("system_robustness", "promotion_decisions")),
 )
+
+#: The stages `factory backfill` re-runs: design, every backtest partition, robustness, decisions.
+RESEARCH_STAGES: tuple[str, ...] = ("candidate systems", "backtests", "robustness and promotion")
 
 #: Keep the console quiet during CLI runs; the UI has the full event log.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -87,12 +94,76 @@ def run_all(definitions: dg.Definitions | None = None, instance: Any = None) -> 
             _materialize(d, inst, stage.assets, all_partitions=True)
         print(f"      done in {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"materialized {len(PLAN)} stages in {time.perf_counter() - started:.1f} s")
+    failures += run_demo_stage(d, inst)
     for line in failures:
         print(f"  failed: {line}")
     print()
-    from factory_pipeline.cli.status import print_status
+    from factory_pipeline.cli.status import print_decisions, print_status
 
-    return print_status()
+    print_status()
+    print()
+    return print_decisions()
+
+
+#: Days of stored market data `factory run` replays as demo trading on the local exchange.
+DEMO_REPLAY_DAYS = 3
+
+
+def run_demo_stage(d: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
+    """Replay the last days as demo trading, then evaluate each replayed day (the partitions
+    the day-closed sensor would launch). Returns failure lines, like the per-partition stages."""
+    from factory_pipeline.cli.demo import print_replay_report
+    from factory_pipeline.demo.evaluation import demo_trading_days
+    from factory_pipeline.demo.replay import replay_demo
+    from factory_pipeline.store import Store
+
+    settings = default_settings()
+    t0 = time.perf_counter()
+    print(
+        f"[demo] replay of the last {DEMO_REPLAY_DAYS} days on the local exchange ...", flush=True
+    )
+    report = replay_demo(settings, days=DEMO_REPLAY_DAYS)
+    print_replay_report(report)
+    if report.message:
+        return []
+    store = Store(settings.database_path)
+    first = dt.datetime.fromtimestamp(report.start_ms / 1000, tz=dt.UTC).date()
+    last = dt.datetime.fromtimestamp(report.end_ms / 1000, tz=dt.UTC).date()
+    days = demo_trading_days(store, first, last)
+    store.close()
+    failures = []
+    for day in days:
+        try:
+            _materialize(d, instance, ("demo_daily_evaluation",), partition=day.isoformat())
+            print(f"      demo evaluation {day}: ok", flush=True)
+        except FactoryError as exc:  # a demotion fails its blocking check: report, go on
+            print(f"      demo evaluation {day}: {exc}", flush=True)
+            failures.append(f"demo evaluation {day}: {exc}")
+    print(f"      done in {time.perf_counter() - t0:.1f} s", flush=True)
+    return failures
+
+
+def backfill_research(
+    definitions: dg.Definitions | None = None, instance: Any = None, *, redesign: bool = True
+) -> int:
+    """A full research backfill: (re)design candidates, backtest every symbol x regime partition
+    in one run, assess and decide. The UI equivalent: materialize the backtests asset's
+    partitions with "Materialize all" (one run by its backfill policy), then downstream."""
+    d = definitions or load_definitions()
+    inst = instance or _instance()
+    stages = [s for s in PLAN if s.name in RESEARCH_STAGES]
+    if not redesign:
+        stages = [s for s in stages if s.name != "candidate systems"]
+    started = time.perf_counter()
+    for number, stage in enumerate(stages, start=1):
+        t0 = time.perf_counter()
+        print(f"[{number}/{len(stages)}] {stage.name}: {', '.join(stage.assets)} ...", flush=True)
+        _materialize(d, inst, stage.assets, all_partitions=True)
+        print(f"      done in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"research backfill done in {time.perf_counter() - started:.1f} s")
+    from factory_pipeline.cli.status import print_decisions
+
+    return print_decisions()
 
 
 def materialize_selection(

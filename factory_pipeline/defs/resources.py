@@ -20,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import Field, SecretStr
 
 from factory_pipeline.defs.knowledge.resources import knowledge_resource
+from factory_pipeline.defs.research.resources import research_resource
 from factory_pipeline.settings import FactorySettings, default_settings
 from factory_pipeline.store import Store
 
@@ -191,6 +192,7 @@ def build_resources(settings: FactorySettings | None = None) -> dict[str, Any]:
             max_retries=s.llm_max_retries,
         ),
         "knowledge": knowledge_resource(s),
+        "research": research_resource(s),
         "exchange": ExchangeResource(
             venue=s.exchange,
             demo_api_key=_secret("BYBIT_DEMO_API_KEY"),

@@ -81,3 +81,29 @@ def _plain(value: Any) -> Any:
     if value is None:
         return ""
     return value
+
+
+def equity_drawdown_plot(
+    series: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str
+) -> dg.MetadataValue:
+    """Equity curves (top) and their drawdown from the running peak in % (bottom), shared x."""
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(9, 4.6), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
+    )
+    for name, (x, y) in series.items():
+        values = np.asarray(y, dtype=float)
+        if len(values) == 0:
+            continue
+        drawdown = 100.0 * (values / np.maximum.accumulate(values) - 1.0)
+        xs, ys, dds = downsample(np.asarray(x), values, drawdown)
+        when = xs.astype("datetime64[ms]")
+        top.plot(when, ys, label=name, linewidth=0.9)
+        bottom.plot(when, dds, linewidth=0.8)
+    top.set_ylabel("equity")
+    bottom.set_ylabel("drawdown %")
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    if len(series) > 1:
+        top.legend(loc="best", fontsize=7)
+    fig.autofmt_xdate()
+    return figure_markdown(fig, title)

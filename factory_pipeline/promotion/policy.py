@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from factory_pipeline.errors import ConfigError
 from factory_pipeline.settings import FactorySettings
+from factory_pipeline.yaml_files import UniqueKeyLoader
 
 #: File name of the promotion policy inside the settings' policy folder.
 POLICY_FILE_NAME = "promotion.yaml"
@@ -169,7 +170,7 @@ def load_policy(path: str | Path) -> PromotionPolicy:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read promotion policy: {exc}") from exc
     try:
-        content = yaml.load(text, Loader=_UniqueKeyLoader)
+        content = yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: invalid YAML: {' '.join(str(exc).split())}") from exc
     if not isinstance(content, dict):
@@ -269,28 +270,3 @@ def _describe_error(error: Any) -> str:
     value = error.get("input")
     shown = "" if isinstance(value, dict) or location == "" else f" (got {value!r})"
     return f"{location}: {message}{shown}" if location else message
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key repeated in one mapping (the later one would silently win,
-    and a duplicated threshold is exactly the edit a reviewer can miss)."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                "while constructing a mapping",
-                node.start_mark,
-                f"found duplicate key {key!r}",
-                key_node.start_mark,
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)

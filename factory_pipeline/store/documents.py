@@ -9,7 +9,7 @@ partition deletes that partition's rows and writes the new ones in the same tran
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import duckdb
@@ -102,6 +102,23 @@ class DocumentStore:
         with self.store.transaction() as con:
             con.execute(f"DELETE FROM {table.name} WHERE partition_key = ?", [partition_key])
             return upsert_documents(con, batch, partition_key=partition_key)
+
+    def replace_partitions(
+        self, partition_key: str, batches: Mapping[type[Document], Iterable[Document]]
+    ) -> dict[str, int]:
+        """Replace ``partition_key``'s rows in several collections in ONE transaction.
+
+        Why: a backtest partition writes its results and their trade logs; a failure between the
+        two writes must not leave results without trades (or trades of an older run).
+        """
+        materialized = {model: list(docs) for model, docs in batches.items()}
+        written: dict[str, int] = {}
+        with self.store.transaction() as con:
+            for model, docs in materialized.items():
+                table = _table_for(model)
+                con.execute(f"DELETE FROM {table.name} WHERE partition_key = ?", [partition_key])
+                written[table.name] = upsert_documents(con, docs, partition_key=partition_key)
+        return written
 
     def get(self, model: type[D], doc_id: str) -> D | None:
         table = _table_for(model)

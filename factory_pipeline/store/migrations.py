@@ -168,3 +168,78 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append((5, "demo evaluations", _doc_table_sql(DOC_TABLES["demo_evaluations"])))
+
+_TRADING_SQL = """
+CREATE TABLE trading_order_intents (
+    order_link_id VARCHAR PRIMARY KEY,
+    system_id VARCHAR NOT NULL,
+    symbol VARCHAR NOT NULL,
+    side VARCHAR NOT NULL,
+    leg VARCHAR NOT NULL,
+    decision_time_ms BIGINT NOT NULL,
+    qty_requested DOUBLE NOT NULL,
+    qty DOUBLE NOT NULL,
+    order_type VARCHAR NOT NULL,
+    price DOUBLE,
+    reduce_only BOOLEAN NOT NULL,
+    stop_loss DOUBLE,
+    take_profit DOUBLE,
+    reference_price DOUBLE NOT NULL,
+    status VARCHAR NOT NULL,
+    sent BOOLEAN NOT NULL,
+    order_id VARCHAR,
+    filled_qty DOUBLE NOT NULL,
+    avg_price DOUBLE,
+    fee DOUBLE NOT NULL,
+    reason VARCHAR NOT NULL,
+    attempts INTEGER NOT NULL,
+    limits_hash VARCHAR NOT NULL,
+    created_ms BIGINT NOT NULL,
+    updated_ms BIGINT NOT NULL
+);
+CREATE TABLE trading_fills (
+    exec_id VARCHAR PRIMARY KEY,
+    order_link_id VARCHAR,
+    order_id VARCHAR,
+    system_id VARCHAR,
+    symbol VARCHAR NOT NULL,
+    side VARCHAR NOT NULL,
+    qty DOUBLE NOT NULL,
+    price DOUBLE NOT NULL,
+    fee DOUBLE NOT NULL,
+    exec_time_ms BIGINT NOT NULL,
+    exec_type VARCHAR NOT NULL,
+    is_maker BOOLEAN NOT NULL
+);
+CREATE TABLE trading_equity (
+    scope VARCHAR NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    equity DOUBLE NOT NULL
+);
+CREATE TABLE trading_reconciliations (
+    record_id VARCHAR PRIMARY KEY,
+    run_ms BIGINT NOT NULL,
+    kind VARCHAR NOT NULL,
+    symbol VARCHAR,
+    order_link_id VARCHAR,
+    system_ids JSON NOT NULL,
+    venue_value DOUBLE,
+    store_value DOUBLE,
+    resolution VARCHAR NOT NULL,
+    detail VARCHAR NOT NULL
+);
+CREATE TABLE trading_system_flags (
+    system_id VARCHAR NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    reason VARCHAR NOT NULL
+);
+CREATE TABLE trading_killswitch_events (
+    event_id BIGINT PRIMARY KEY,
+    ts_ms BIGINT NOT NULL,
+    action VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    actor VARCHAR NOT NULL
+);
+"""
+
+MIGRATIONS.append((6, "trading: intents, fills, equity, reconciliation, kill switch", _TRADING_SQL))

@@ -125,3 +125,28 @@ def test_store_reports_unopenable_file(tmp_path):
     bad.write_bytes(b"this is not a duckdb file at all" * 100)
     with pytest.raises((StoreError, duckdb.Error)):
         Store(bad)
+
+
+def test_replace_partitions_writes_every_collection_or_none(tmp_path) -> None:
+    """Several collections of one partition are replaced together; a failing batch rolls back."""
+    import pytest as _pytest
+
+    from factory_pipeline.errors import StoreError
+    from factory_pipeline.schemas import RobustnessDoc, StatusTransition
+    from factory_pipeline.store import DocumentStore as _Docs
+    from factory_pipeline.store import Store as _Store
+
+    docs = _Docs(_Store(tmp_path / "p.duckdb"))
+    first = RobustnessDoc(id="r1", system_id="s", spec_hash="h", engine_version="1")
+    move = StatusTransition(
+        id="t1", system_id="s", from_status="candidate", to_status="demo", policy_hash="p"
+    )
+    docs.replace_partitions("k", {RobustnessDoc: [first], StatusTransition: [move]})
+    assert docs.count(RobustnessDoc) == 1 and docs.count(StatusTransition) == 1
+    second = RobustnessDoc(id="r2", system_id="s", spec_hash="h", engine_version="1")
+    with _pytest.raises(StoreError):
+        docs.replace_partitions("k", {RobustnessDoc: [second], StatusTransition: [move, move]})
+    assert [d.id for d in docs.list(RobustnessDoc)] == ["r1"]
+    docs.replace_partitions("k", {RobustnessDoc: [second], StatusTransition: []})
+    assert [d.id for d in docs.list(RobustnessDoc)] == ["r2"]
+    assert docs.count(StatusTransition) == 0

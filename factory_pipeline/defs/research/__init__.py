@@ -1,0 +1,1 @@
+"""Idea and backtest track: candidate systems, partitioned backtests, robustness, promotion."""
