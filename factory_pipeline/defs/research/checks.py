@@ -1,13 +1,16 @@
 """Asset checks of the idea and backtest track: sanity gates on candidates, policy gates on
 robustness.
 
-Severity tells a normal outcome from a broken gate. Candidates failing a sanity check, or systems
-missing a promotion threshold, are an expected result of research: the check fails with severity
-WARN, lists every failing system with the measured value, the threshold and the reason, and the
-system is excluded (never backtested) or rejected (rework_required / disabled) downstream. A
-check fails with severity ERROR, which blocks downstream assets, when the gate itself did not
-hold: a candidate marked sane although it fails a check when re-verified from the store, or a
-candidate without a stored verdict.
+A check verifies that its gate holds, and lists what the gate caught. Candidates failing a
+sanity rule, or systems missing a promotion threshold, are a normal research outcome: the check
+passes, its description says how many systems the gate stopped, and its metadata lists each of
+them with the measured value, the threshold and the reason (``failing`` is numeric, so Dagster
+charts it over time); those systems are excluded from backtests, or moved to rework_required /
+disabled by the promotion decisions. A check fails, with severity ERROR, when the gate itself
+did not hold: a candidate marked sane that fails the rule when re-verified from the store, or a
+candidate without a verdict. Failed blocking checks stop downstream assets in the run and hold
+back their declarative automation (Dagster's ``all_deps_blocking_checks_passed`` does not look
+at severity, so a WARN failure would stall automation as surely as an ERROR; hence pass/ERROR).
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -63,9 +66,9 @@ def _sanity_names() -> list[str]:
             name=f"sanity_{name}",
             asset=candidate_systems,
             blocking=True,
-            description=f"Candidate sanity check '{name}' (docs/ideas.md): WARN lists the "
-            "candidates that fail it (kept, never backtested); ERROR when a candidate marked "
-            "sane fails it on re-verification or has no verdict.",
+            description=f"Candidate sanity check '{name}' (docs/ideas.md): lists the candidates "
+            "that fail it (kept, never backtested); fails (ERROR, blocking) when a candidate "
+            "marked sane fails it on re-verification or has no verdict.",
         )
         for name in _sanity_names()
     ],
@@ -141,8 +144,7 @@ def sanity_result(
         )
     return dg.AssetCheckResult(
         check_name=f"sanity_{name}",
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.WARN,
+        passed=True,
         metadata=metadata,
         description=(
             f"{len(failing)} of {len(systems)} candidate(s) fail '{name}' (kept, not backtested)"
@@ -159,8 +161,8 @@ def sanity_result(
             asset=system_robustness,
             blocking=True,
             description=f"Promotion policy gate '{rule}' (data/policy/promotion.yaml) for every "
-            "assessed candidate: measured value, threshold and system id per row. WARN: the "
-            "listed systems miss the gate and are not promoted.",
+            "assessed candidate: measured value, threshold and system id per row; the systems "
+            "that miss the gate are not promoted (promotion_decisions moves them).",
         )
         for rule, check in GATE_CHECKS.items()
     ],
@@ -199,8 +201,7 @@ def gate_result(
     ][:MAX_LISTED]
     return dg.AssetCheckResult(
         check_name=check,
-        passed=not failing,
-        severity=dg.AssetCheckSeverity.WARN,
+        passed=True,
         metadata={
             "systems": systems,
             "failing": len({s.id for s, _ in failing}),
