@@ -37,6 +37,13 @@ def collect_status(store: Store) -> list[tuple[str, str, int]]:
             "SELECT regime, count(*) FROM regimes GROUP BY 1 ORDER BY 1"
         ).fetchall():
             rows.append(("regimes", f"{regime} windows", int(windows)))
+        for status, orders in con.execute(
+            "SELECT status, count(*) FROM trading_order_intents GROUP BY 1 ORDER BY 1"
+        ).fetchall():
+            rows.append(("trading", f"orders status={status}", int(orders)))
+        (fills,) = con.execute("SELECT count(*) FROM trading_fills").fetchall()[0]
+        if fills:
+            rows.append(("trading", "fills", int(fills)))
     docs = DocumentStore(store)
     for stage, model, column in (
         ("knowledge", Book, "status"),

@@ -84,7 +84,7 @@ class WalkForwardSettings:
     """Rolling walk-forward folds in calendar days on each symbol's full history."""
 
     train_days: int = 180
-    test_days: int = 60
+    test_days: int = 120
     #: Days between fold starts (default: ``test_days``, back-to-back test windows).
     step_days: int | None = None
     #: Training bars in the last ``purge_days`` before a test window are dropped.
