@@ -21,6 +21,7 @@ from pydantic import Field, SecretStr
 
 from factory_pipeline.defs.knowledge.resources import knowledge_resource
 from factory_pipeline.defs.research.resources import research_resource
+from factory_pipeline.defs.trading.resources import trading_resource
 from factory_pipeline.settings import FactorySettings, default_settings
 from factory_pipeline.store import Store
 
@@ -128,19 +129,6 @@ class LLMResource(dg.ConfigurableResource):
         return build_llm(settings, store)
 
 
-class ExchangeResource(dg.ConfigurableResource):
-    """Trading venue: the local Bybit-compatible exchange (default), Bybit demo or Bybit live.
-
-    Stages are separated by credentials: demo keys and live keys are different settings.
-    """
-
-    venue: str = "local"
-    demo_api_key: str | None = None
-    demo_api_secret: str | None = None
-    live_api_key: str | None = None
-    live_api_secret: str | None = None
-
-
 def _settings_with(resource: Any, **overrides: Any) -> FactorySettings:
     """The process settings with this resource's values applied (secrets stay SecretStr)."""
     update: dict[str, Any] = dict(overrides)
@@ -193,13 +181,7 @@ def build_resources(settings: FactorySettings | None = None) -> dict[str, Any]:
         ),
         "knowledge": knowledge_resource(s),
         "research": research_resource(s),
-        "exchange": ExchangeResource(
-            venue=s.exchange,
-            demo_api_key=_secret("BYBIT_DEMO_API_KEY"),
-            demo_api_secret=_secret("BYBIT_DEMO_API_SECRET"),
-            live_api_key=_secret("BYBIT_LIVE_API_KEY"),
-            live_api_secret=_secret("BYBIT_LIVE_API_SECRET"),
-        ),
+        "trading": trading_resource(s),
     }
 
 

@@ -8,7 +8,8 @@ below is their only implementation.
 
 Design for speed: the kernel keeps the hot state in locals, touches Python objects never, writes
 trades into a preallocated structured array, accumulates metrics as it goes, and runs quiet bars
-through a short fast path (see the kernel section). It runs on a bar range ``[start, stop)`` and
+through a short fast path (see the kernel section: the next eventful bar is found first and its
+fill prices prefetched). It runs on a bar range ``[start, stop)`` and
 saves all of its state in two small vectors, so a sweep can run many configurations block by
 block over the same cache-resident bars (engine/sweep.py) with results identical to a single
 full run.
@@ -21,7 +22,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from numba.np.arrayobj import make_array, populate_array
 
@@ -95,8 +98,8 @@ def simulate(frame: MarketFrame, signals: Signals, config: SimConfig) -> Backtes
     if n == 0:
         raise BacktestError(f"{frame.symbol} {frame.timeframe}: cannot backtest an empty frame")
     kernel_inputs = prepare_market(frame, config)
-    codes, floats, flags = prepare_signals(signals, n, config)
-    capacity = count_entries(codes) + 1
+    codes, floats, flags, entries = _prepare_signals(signals, n, config)
+    capacity = entries + 1
     trades = np.empty(capacity, dtype=TRADE_DTYPE)
     equity = np.empty(n, dtype=np.float64)
     state = init_state(config)
@@ -222,8 +225,16 @@ def prepare_signals(
 ) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[bool, ...]]:
     """Validated kernel inputs: per-bar signal codes (uint8 bit set, see ``SIG_*``), the four
     float arrays (1-element dummies when absent) and their presence flags."""
+    codes, floats, flags, _entries = _prepare_signals(signals, n, config)
+    return codes, floats, flags
+
+
+def _prepare_signals(
+    signals: Signals, n: int, config: SimConfig
+) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[bool, ...], int]:
+    """:func:`prepare_signals` plus the number of bars with an entry signal."""
     booleans = [
-        _bool_signal(getattr(signals, name), name, n)
+        _bool_signal(getattr(signals, name), name, n).view(np.uint8)
         for name in ("entry_long", "exit_long", "entry_short", "exit_short")
     ]
     floats: list[np.ndarray] = []
@@ -231,7 +242,7 @@ def prepare_signals(
     for name in ("stop_distance", "take_profit_distance", "size", "trail_distance"):
         values = getattr(signals, name)
         if values is None:
-            floats.append(np.full(1, np.nan))
+            floats.append(_NO_VALUES)
             flags.append(False)
             continue
         array = np.ascontiguousarray(values, dtype=np.float64)
@@ -243,11 +254,17 @@ def prepare_signals(
         raise BacktestError("SimConfig.trail_mult > 0 needs Signals.trail_distance (e.g. an ATR)")
     if config.sizing == "risk" and not flags[0]:
         raise BacktestError("SimConfig.sizing='risk' needs Signals.stop_distance")
+    codes, entries = pack_codes(*booleans)
     return (
-        read_only(pack_codes(*booleans), np.uint8),
+        read_only(codes, np.uint8),
         tuple(read_only(values, np.float64) for values in floats),
         tuple(flags),
+        int(entries),
     )
+
+
+#: Stand-in for an absent float signal (never read: its presence flag is False).
+_NO_VALUES = read_only(np.full(1, np.nan), np.float64)
 
 
 #: Bits of a per-bar signal code.
@@ -261,29 +278,45 @@ _MASK_LONG = SIG_EXIT_LONG | SIG_ENTRY_SHORT
 _MASK_SHORT = SIG_EXIT_SHORT | SIG_ENTRY_LONG
 
 
-@njit(cache=True, nogil=True)
-def pack_codes(entry_long, exit_long, entry_short, exit_short):
-    """One byte per bar with the four signal booleans as bits (the kernel reads one array)."""
+def pack_codes(
+    entry_long: np.ndarray, exit_long: np.ndarray, entry_short: np.ndarray, exit_short: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """One byte per bar with the four signal booleans as bits (the kernel reads one array),
+    and the number of bars with an entry bit (an upper bound of the trades a run can open).
+
+    Booleans are bytes holding 0 or 1, so eight bars are packed per 64-bit word operation."""
     n = entry_long.shape[0]
     codes = np.empty(n, dtype=np.uint8)
-    for i in range(n):
-        codes[i] = (
-            np.uint8(entry_long[i])
-            | (np.uint8(exit_long[i]) << 1)
-            | (np.uint8(entry_short[i]) << 2)
-            | (np.uint8(exit_short[i]) << 3)
-        )
-    return codes
+    sources = [
+        np.ascontiguousarray(b).view(np.uint8)
+        for b in (entry_long, exit_long, entry_short, exit_short)
+    ]
+    whole = n - n % 8
+    entries = _pack_words(
+        *(b[:whole].view(np.uint64) for b in sources), codes[:whole].view(np.uint64)
+    )
+    for i in range(whole, n):
+        el, xl, es, xs = (int(b[i]) for b in sources)
+        codes[i] = el | (xl << 1) | (es << 2) | (xs << 3)
+        entries += el | es
+    return codes, int(entries)
 
 
 @njit(cache=True, nogil=True)
-def count_entries(codes):
-    """Upper bound of the trades a run can open: bars with an entry signal."""
-    total = 0
-    for i in range(codes.shape[0]):
-        if codes[i] & _MASK_FLAT:
-            total += 1
-    return total
+def _pack_words(entry_long, exit_long, entry_short, exit_short, out):
+    """:func:`pack_codes` on 64-bit words of eight 0/1 bytes; returns the entry count."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    three = np.uint64(3)
+    bytes_sum = np.uint64(0x0101010101010101)
+    top = np.uint64(56)
+    entries = 0
+    for k in range(out.shape[0]):
+        a = entry_long[k]
+        c = entry_short[k]
+        out[k] = a | (exit_long[k] << one) | (c << two) | (exit_short[k] << three)
+        entries += (a | c) * bytes_sum >> top  # sum of the eight 0/1 bytes
+    return entries
 
 
 def _bool_signal(values: np.ndarray | None, name: str, n: int) -> np.ndarray:
@@ -337,7 +370,7 @@ def funding_schedule(
     rate[found] = rates[pos[found]]
     present = found & np.isfinite(rate)
     rate[~present] = 0.0
-    bar = np.searchsorted(frame.close_time, grid, side="left")
+    bar = _first_closing_at_or_after(np.ascontiguousarray(frame.close_time, np.int64), grid)
     starts = np.flatnonzero(np.r_[True, bar[1:] != bar[:-1]])
     never = np.iinfo(np.int64).max
     first_missing = np.minimum.reduceat(np.where(present, never, grid), starts)
@@ -347,6 +380,27 @@ def funding_schedule(
         np.add.reduceat(rate, starts),
         first_missing,
     )
+
+
+@njit(cache=True, nogil=True)
+def _first_closing_at_or_after(close_time, times):
+    """``np.searchsorted(close_time, times, side="left")`` for increasing close times: each
+    answer is guessed from the bar spacing (exact on evenly spaced bars, verified, else
+    searched), so a 1M-bar frame costs a read or two per settlement, not a bisection."""
+    n = close_time.shape[0]
+    out = np.empty(times.shape[0], dtype=np.int64)
+    first = close_time[0] if n > 0 else 0
+    spacing = close_time[1] - first if n > 1 else 0
+    for k in range(times.shape[0]):
+        t = times[k]
+        guess = -1
+        if spacing > 0 and t > first:
+            guess = (t - first + spacing - 1) // spacing  # first bar of the grid closing >= t
+        if 0 < guess < n and close_time[guess] >= t and close_time[guess - 1] < t:
+            out[k] = guess
+        else:
+            out[k] = np.searchsorted(close_time, t)
+    return out
 
 
 def raise_on_error(state: np.ndarray, frame: MarketFrame) -> None:
@@ -405,8 +459,7 @@ def open_trade(state: np.ndarray, frame: MarketFrame) -> np.ndarray:
         "partial_qty": state[S_T_PARTIAL_QTY],
         "return_pct": net / (entry * qty0) * 100.0,
     }
-    for name, value in values.items():
-        record[name] = value
+    record[0] = tuple(values[name] for name in TRADE_DTYPE.names)  # one assignment, cast per field
     return record
 
 
@@ -429,6 +482,11 @@ def _iso(ms: int) -> str:
 # into the metrics (the fast path); every other bar runs the full rules below it. The fast path
 # is exactly what the full rules do on a quiet bar (same expressions), so the shortcut never
 # changes a result; it makes uneventful bars cost a few nanoseconds.
+#
+# The fast path first scans the signal codes for the next eventful bar and prefetches the open
+# price and time its orders will fill at (the quiet bars never read them, so they would be cache
+# misses at every trade), then runs the quiet bars up to it in a small loop of their own. Array
+# indices are cast to unsigned in hot loops: numba then emits no negative-index wraparound code.
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -486,10 +544,7 @@ def run_bars(
     fptr = int(st[S_FUND_PTR])
     next_fbar = fund_bar[fptr] if fptr < n_fund else never
     exposure = stats[M_EXPOSURE_BARS]
-    (
-        peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
-        last_eq, n_days, mean, m2, down2,
-    ) = load_equity(stats)  # fmt: skip
+    acc = load_equity(stats)
     trig_lo, trig_hi, mark_lo, mark_hi, time_bar = _triggers(
         side, stop_lv, tp_lv, part_lv, liq_px, entry_px, risk, be_r, be_done, entry_bar,
         max_bars, fill_shift,
@@ -502,66 +557,45 @@ def run_bars(
     price_levels = trig_lo > -math.inf or trig_hi < math.inf
     mark_levels = mark_lo > -math.inf or mark_hi < math.inf
     track_extremes = record or be_r > 0.0 or trail_on
-    for i in range(start, stop):
-        j = i - sig_off
-        # ---- fast path: a quiet bar ---------------------------------------------------------
-        if i < wake and (codes[j] & mask) == 0:
+    i = start
+    while i < stop:
+        # ---- fast path: a run of quiet bars ---------------------------------------------------
+        if i < wake:
+            # the next bar with a relevant signal: its orders fill at the following open, a
+            # value (and time) the quiet bars never read; fetch them while those bars run
+            event = _next_event(codes, sig_off, i, min(stop, wake), mask)
+            if event < last_bar:
+                prefetch(op, np.uint64(event + 1))
+                prefetch(open_time, np.uint64(event + 1))
             if side == 0:
-                if record:
-                    equity[i] = cash
-                (
-                    peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end,
-                    day_prev_eq, last_eq, n_days, mean, m2, down2,
-                ) = equity_step(
-                    float(i), close_time[i], cash, peak, peak_idx, peak_t, trough, max_dd,
-                    stag_bars, stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
+                i, acc = _quiet_flat(i, event, close_time, cash, equity, record, acc)
+            else:
+                i, hh, ll, exposure, acc = _quiet_position(
+                    i, event, op, hi, lo, cl, mk, close_time, equity, record, track_extremes,
+                    price_levels, mark_levels, trig_lo, trig_hi, mark_lo, mark_hi, cash,
+                    side * qty, entry_px, hh, ll, exposure, acc,
                 )  # fmt: skip
-                continue
-            touched = False
-            if price_levels:
-                o = op[i]
-                touched = (
-                    (lo[i] <= trig_lo) | (o <= trig_lo) | (hi[i] >= trig_hi) | (o >= trig_hi)
-                )  # fmt: skip
-            if mark_levels:
-                m = mk[i]
-                touched = touched | (m <= mark_lo) | (m >= mark_hi)
-            if not touched:
-                if track_extremes:  # excursions feed trade records and breakeven only
-                    h = hi[i]
-                    lw = lo[i]
-                    if h > hh:
-                        hh = h
-                    if lw < ll:
-                        ll = lw
-                eq = cash + (side * qty) * (cl[i] - entry_px)
-                exposure += 1.0
-                if record:
-                    equity[i] = eq
-                (
-                    peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end,
-                    day_prev_eq, last_eq, n_days, mean, m2, down2,
-                ) = equity_step(
-                    float(i), close_time[i], eq, peak, peak_idx, peak_t, trough, max_dd,
-                    stag_bars, stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
-                )  # fmt: skip
-                continue
+            if i >= stop:
+                break
+        j = i - sig_off
+        u = np.uint64(i)  # unsigned indices: no negative-index wraparound code
+        uj = np.uint64(j)
 
         # ---- full rules ---------------------------------------------------------------------
         # 1. orders decided at the previous close fill at this bar's open
         if pend_exit != 0 or pend_entry != 0:
-            o = op[i]
+            o = op[u]
             if pend_exit != 0 and side != 0:
                 cash = _close(
                     st, stats, trades, record, side, qty, entry_px, hh, ll, risk,
-                    o * (1.0 - side * slip), taker, pend_exit, i, open_time[i], cash,
+                    o * (1.0 - side * slip), taker, pend_exit, i, open_time[u], cash,
                 )  # fmt: skip
                 side = 0
                 qty = 0.0
                 entry_px = 0.0
             if pend_entry != 0 and side == 0:
                 (qty, entry_px, stop_lv, tp_lv, part_lv, liq_px, bankrupt_px, risk, fee) = _open(
-                    st, stats, cfg, pend_entry, o, i, open_time[i], cash, pend_stop, pend_tp,
+                    st, stats, cfg, pend_entry, o, i, open_time[u], cash, pend_stop, pend_tp,
                     pend_size,
                 )  # fmt: skip
                 if qty > 0.0:
@@ -577,62 +611,65 @@ def run_bars(
 
         # 2. intrabar: stops, take-profits, partial take-profit (stop first when ambiguous)
         if side != 0:
-            o = op[i]
-            h = hi[i]
-            lw = lo[i]
+            h = hi[u]
+            lw = lo[u]
             exit_px = math.nan
             exit_fee = taker
             exit_reason = 0
-            if side > 0:
-                if o <= stop_lv:
-                    exit_px = o * (1.0 - slip)
-                    exit_reason = _stop_reason(stop_kind)
-                elif o >= tp_lv:
-                    exit_px = o
-                    exit_fee = maker
-                    exit_reason = R_TAKE_PROFIT
-                elif lw <= stop_lv:
-                    if h >= tp_lv or h >= part_lv:
-                        st[S_AMBIGUOUS] += 1.0
-                    exit_px = stop_lv * (1.0 - slip)
-                    exit_reason = _stop_reason(stop_kind)
-                else:
-                    if h >= part_lv:
-                        cash, qty = _partial(
-                            st, stats, cfg, side, qty, entry_px, max(o, part_lv), cash
-                        )
-                        part_lv = math.nan
-                    if h >= tp_lv:
-                        exit_px = tp_lv
+            # without a stop, target or partial level nothing can fill inside the bar (the
+            # comparisons below would all be False): skip them and the load of the open
+            if stop_lv == stop_lv or tp_lv == tp_lv or part_lv == part_lv:
+                o = op[u]
+                if side > 0:
+                    if o <= stop_lv:
+                        exit_px = o * (1.0 - slip)
+                        exit_reason = _stop_reason(stop_kind)
+                    elif o >= tp_lv:
+                        exit_px = o
                         exit_fee = maker
                         exit_reason = R_TAKE_PROFIT
-            else:
-                if o >= stop_lv:
-                    exit_px = o * (1.0 + slip)
-                    exit_reason = _stop_reason(stop_kind)
-                elif o <= tp_lv:
-                    exit_px = o
-                    exit_fee = maker
-                    exit_reason = R_TAKE_PROFIT
-                elif h >= stop_lv:
-                    if lw <= tp_lv or lw <= part_lv:
-                        st[S_AMBIGUOUS] += 1.0
-                    exit_px = stop_lv * (1.0 + slip)
-                    exit_reason = _stop_reason(stop_kind)
+                    elif lw <= stop_lv:
+                        if h >= tp_lv or h >= part_lv:
+                            st[S_AMBIGUOUS] += 1.0
+                        exit_px = stop_lv * (1.0 - slip)
+                        exit_reason = _stop_reason(stop_kind)
+                    else:
+                        if h >= part_lv:
+                            cash, qty = _partial(
+                                st, stats, cfg, side, qty, entry_px, max(o, part_lv), cash
+                            )
+                            part_lv = math.nan
+                        if h >= tp_lv:
+                            exit_px = tp_lv
+                            exit_fee = maker
+                            exit_reason = R_TAKE_PROFIT
                 else:
-                    if lw <= part_lv:
-                        cash, qty = _partial(
-                            st, stats, cfg, side, qty, entry_px, min(o, part_lv), cash
-                        )
-                        part_lv = math.nan
-                    if lw <= tp_lv:
-                        exit_px = tp_lv
+                    if o >= stop_lv:
+                        exit_px = o * (1.0 + slip)
+                        exit_reason = _stop_reason(stop_kind)
+                    elif o <= tp_lv:
+                        exit_px = o
                         exit_fee = maker
                         exit_reason = R_TAKE_PROFIT
+                    elif h >= stop_lv:
+                        if lw <= tp_lv or lw <= part_lv:
+                            st[S_AMBIGUOUS] += 1.0
+                        exit_px = stop_lv * (1.0 + slip)
+                        exit_reason = _stop_reason(stop_kind)
+                    else:
+                        if lw <= part_lv:
+                            cash, qty = _partial(
+                                st, stats, cfg, side, qty, entry_px, min(o, part_lv), cash
+                            )
+                            part_lv = math.nan
+                        if lw <= tp_lv:
+                            exit_px = tp_lv
+                            exit_fee = maker
+                            exit_reason = R_TAKE_PROFIT
             if exit_reason != 0:
                 cash = _close(
                     st, stats, trades, record, side, qty, entry_px, hh, ll, risk, exit_px,
-                    exit_fee, exit_reason, i, open_time[i], cash,
+                    exit_fee, exit_reason, i, open_time[u], cash,
                 )  # fmt: skip
                 side = 0
                 qty = 0.0
@@ -643,11 +680,11 @@ def run_bars(
                     hh = h
                 if lw < ll:
                     ll = lw
-                m = mk[i]
+                m = mk[u]
                 if (side > 0 and m <= liq_px) or (side < 0 and m >= liq_px):
                     cash = _close(
                         st, stats, trades, record, side, qty, entry_px, hh, ll, risk,
-                        bankrupt_px, 0.0, R_LIQUIDATION, i, close_time[i], cash,
+                        bankrupt_px, 0.0, R_LIQUIDATION, i, close_time[u], cash,
                     )  # fmt: skip
                     side = 0
                     qty = 0.0
@@ -656,12 +693,12 @@ def run_bars(
         # 4. funding settlements inside this bar, on the position held at its close
         if i == next_fbar:
             if side != 0:
-                if fund_missing[fptr] != 0:
+                if fund_missing[np.uint64(fptr)] != 0:
                     st[S_ERROR] = ERR_MISSING_FUNDING
                     st[S_ERROR_BAR] = i
-                    st[S_ERROR_AUX] = fund_missing[fptr]
+                    st[S_ERROR_AUX] = fund_missing[np.uint64(fptr)]
                     return
-                payment = (side * qty) * mk[i] * fund_rate[fptr]
+                payment = (side * qty) * mk[u] * fund_rate[np.uint64(fptr)]
                 cash -= payment
                 st[S_T_FUNDING] += payment
                 stats[M_FUNDING] += payment
@@ -682,7 +719,7 @@ def run_bars(
                         stop_lv = entry_px
                         stop_kind = KIND_BREAKEVEN
             if trail_on:
-                distance = trail_mult * trail_arr[j]
+                distance = trail_mult * trail_arr[uj]
                 if distance > 0.0:
                     if side > 0:
                         candidate = hh - distance
@@ -697,7 +734,7 @@ def run_bars(
 
         # 6. decisions at the close (none on the last bar: nothing could fill them)
         if i < last_bar:
-            code = codes[j]
+            code = codes[uj]
             go_long = (code & SIG_ENTRY_LONG) != 0
             go_short = (code & SIG_ENTRY_SHORT) != 0
             reason = 0
@@ -726,22 +763,22 @@ def run_bars(
             if enter == side and reason == 0:
                 enter = 0  # already positioned that way: no pyramiding
             if reason != 0 or enter != 0:
-                d_stop = stop_dist[j] if has_stop else math.nan
-                d_tp = tp_dist[j] if has_tp else math.nan
-                d_size = size_arr[j] if has_size else math.nan
+                d_stop = stop_dist[uj] if has_stop else math.nan
+                d_tp = tp_dist[uj] if has_tp else math.nan
+                d_size = size_arr[uj] if has_size else math.nan
                 if fill_close:
-                    c = cl[i]
+                    c = cl[u]
                     if reason != 0:
                         cash = _close(
                             st, stats, trades, record, side, qty, entry_px, hh, ll, risk,
-                            c * (1.0 - side * slip), taker, reason, i, close_time[i], cash,
+                            c * (1.0 - side * slip), taker, reason, i, close_time[u], cash,
                         )  # fmt: skip
                         side = 0
                         qty = 0.0
                         entry_px = 0.0
                     if enter != 0:
                         (qty, entry_px, stop_lv, tp_lv, part_lv, liq_px, bankrupt_px, risk,
-                         fee) = _open(st, stats, cfg, enter, c, i, close_time[i], cash, d_stop,
+                         fee) = _open(st, stats, cfg, enter, c, i, close_time[u], cash, d_stop,
                                       d_tp, d_size)  # fmt: skip
                         if qty > 0.0:
                             cash -= fee
@@ -761,17 +798,11 @@ def run_bars(
         # 7. equity at the close and the running metrics
         eq = cash
         if side != 0:
-            eq = cash + (side * qty) * (cl[i] - entry_px)
+            eq = cash + (side * qty) * (cl[u] - entry_px)
             exposure += 1.0
         if record:
-            equity[i] = eq
-        (
-            peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
-            last_eq, n_days, mean, m2, down2,
-        ) = equity_step(
-            float(i), close_time[i], eq, peak, peak_idx, peak_t, trough, max_dd, stag_bars,
-            stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
-        )  # fmt: skip
+            equity[u] = eq
+        acc = _fold(float(i), close_time[u], eq, acc)
         trig_lo, trig_hi, mark_lo, mark_hi, time_bar = _triggers(
             side, stop_lv, tp_lv, part_lv, liq_px, entry_px, risk, be_r, be_done, entry_bar,
             max_bars, fill_shift,
@@ -780,6 +811,7 @@ def run_bars(
         mask = _MASK_FLAT if side == 0 else (_MASK_LONG if side > 0 else _MASK_SHORT)
         price_levels = trig_lo > -math.inf or trig_hi < math.inf
         mark_levels = mark_lo > -math.inf or mark_hi < math.inf
+        i += 1
 
     st[S_CASH] = cash
     st[S_SIDE] = side
@@ -804,15 +836,123 @@ def run_bars(
     st[S_FUND_PTR] = fptr
     stats[M_EXPOSURE_BARS] = exposure
     save_equity(
-        stats, peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
-        last_eq, n_days, mean, m2, down2,
+        stats, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8], acc[9],
+        acc[10], acc[11], acc[12], acc[13],
     )  # fmt: skip
     if stop > start:
         stats[M_LAST_IDX] = stop - 1
         stats[M_LAST_T] = close_time[stop - 1]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, inline="always", error_model="numpy")
+def _fold(i, t_close, eq, acc):
+    """:func:`metrics.equity_step` on the accumulator tuple (``load_equity``'s order)."""
+    return equity_step(
+        i, t_close, eq, acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7], acc[8],
+        acc[9], acc[10], acc[11], acc[12], acc[13],
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quiet_flat(i, limit, close_time, cash, equity, record, acc):
+    """Advance flat bars from ``i`` until ``limit`` or the first bar whose signal code matches
+    ``mask`` (an entry): each only books its equity. Returns (first bar not run, accumulators)."""
+    close_time = borrow(close_time)
+    equity = borrow(equity)
+    (
+        peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
+        last_eq, n_days, mean, m2, down2,
+    ) = acc  # fmt: skip
+    while i < limit:
+        u = np.uint64(i)
+        if record:
+            equity[u] = cash
+        t_close = close_time[u]
+        if t_close <= day_end and _inside_band(cash, peak, trough):
+            last_eq = cash
+        else:
+            (
+                peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end,
+                day_prev_eq, last_eq, n_days, mean, m2, down2,
+            ) = equity_step(
+                float(i), t_close, cash, peak, peak_idx, peak_t, trough, max_dd, stag_bars,
+                stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
+            )  # fmt: skip
+        i += 1
+    return i, (
+        peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
+        last_eq, n_days, mean, m2, down2,
+    )  # fmt: skip
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _quiet_position(
+    i, limit, op, hi, lo, cl, mk, close_time, equity, record, track_extremes, price_levels,
+    mark_levels, trig_lo, trig_hi, mark_lo, mark_hi, cash, signed_qty, entry_px, hh, ll,
+    exposure, acc,
+):  # fmt: skip
+    """Advance bars of an open position from ``i`` while they are quiet: no signal in ``mask``,
+    open/high/low inside the (trig_lo, trig_hi) levels, mark inside (mark_lo, mark_hi). Each
+    tracks the extremes, marks the position to the close and books the equity; exactly what
+    the full rules do on such a bar. Returns (first bar not run, high, low, exposure bars,
+    accumulators)."""
+    op = borrow(op)
+    hi = borrow(hi)
+    lo = borrow(lo)
+    cl = borrow(cl)
+    mk = borrow(mk)
+    close_time = borrow(close_time)
+    equity = borrow(equity)
+    (
+        peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
+        last_eq, n_days, mean, m2, down2,
+    ) = acc  # fmt: skip
+    while i < limit:
+        u = np.uint64(i)
+        if price_levels:
+            o = op[u]
+            if (lo[u] <= trig_lo) | (o <= trig_lo) | (hi[u] >= trig_hi) | (o >= trig_hi):
+                break
+        if mark_levels:
+            m = mk[u]
+            if (m <= mark_lo) | (m >= mark_hi):
+                break
+        if track_extremes:  # excursions feed trade records and breakeven only
+            h = hi[u]
+            lw = lo[u]
+            if h > hh:
+                hh = h
+            if lw < ll:
+                ll = lw
+        eq = cash + signed_qty * (cl[u] - entry_px)
+        exposure += 1.0
+        if record:
+            equity[u] = eq
+        if close_time[u] <= day_end and _inside_band(eq, peak, trough):
+            last_eq = eq
+        else:
+            (
+                peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end,
+                day_prev_eq, last_eq, n_days, mean, m2, down2,
+            ) = equity_step(
+                float(i), close_time[u], eq, peak, peak_idx, peak_t, trough, max_dd, stag_bars,
+                stag_ms, day_end, day_prev_eq, last_eq, n_days, mean, m2, down2,
+            )  # fmt: skip
+        i += 1
+    return i, hh, ll, exposure, (
+        peak, peak_idx, peak_t, trough, max_dd, stag_bars, stag_ms, day_end, day_prev_eq,
+        last_eq, n_days, mean, m2, down2,
+    )  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _inside_band(eq, peak, trough):
+    """True when :func:`metrics.equity_step` would only record ``eq`` as the last equity: no
+    new high (``eq < peak``) and no new low since it (``eq >= trough``), within the same day."""
+    return eq < peak and eq >= trough
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _triggers(
     side, stop_lv, tp_lv, part_lv, liq_px, entry_px, risk, be_r, be_done, entry_bar, max_bars,
     fill_shift,
@@ -858,6 +998,33 @@ def _nanmin3(a, b, c):
     if c < out:
         out = c
     return out
+
+
+@njit(cache=True, inline="always")
+def _next_event(codes, sig_off, i, limit, mask):
+    """First bar in ``[i, limit)`` whose signal code has a bit of ``mask`` (``limit`` if none)."""
+    while i < limit and (codes[np.uint64(i - sig_off)] & mask) == 0:
+        i += 1
+    return i
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Hint the CPU to fetch ``array[index]`` into the cache (no effect on results; an index
+    past the end is harmless: prefetches never fault)."""
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        data = make_array(signature.args[0])(context, builder, value=args[0]).data
+        address = builder.bitcast(builder.gep(data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [address.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [address, i32(0), i32(3), i32(1)])  # read, keep in all levels, data
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
 
 
 @intrinsic

@@ -10,7 +10,6 @@ from factory_pipeline.defs.trading.resources import (
     TRADING_RESOURCE_KEY,
     TradingResource,
     trading_resource,
-    trading_resource_definitions,
 )
 from factory_pipeline.errors import ConfigError
 from factory_pipeline.settings import load_settings
@@ -19,15 +18,12 @@ from factory_pipeline.store import Store
 
 def test_the_trading_definitions_load_with_the_factory_resources(tmp_path):
     settings = load_settings(data_dir=tmp_path)
-    definitions = dg.Definitions.merge(
-        dg.Definitions(
-            assets=[assets.demo_bar_decisions, assets.demo_daily_evaluation],
-            jobs=[schedules.demo_runner_job],
-            schedules=[schedules.demo_runner_schedule],
-            sensors=[sensors.demo_day_closed_sensor],
-            resources=build_resources(settings),
-        ),
-        trading_resource_definitions(),
+    definitions = dg.Definitions(
+        assets=[assets.demo_bar_decisions, assets.demo_daily_evaluation],
+        jobs=[schedules.demo_runner_job],
+        schedules=[schedules.demo_runner_schedule],
+        sensors=[sensors.demo_day_closed_sensor],
+        resources=build_resources(settings),
     )
     dg.Definitions.validate_loadable(definitions)
     repo = definitions.get_repository_def()

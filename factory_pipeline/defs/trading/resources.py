@@ -109,9 +109,3 @@ def trading_resource(settings: FactorySettings | None = None) -> TradingResource
             dg.EnvVar("BYBIT_DEMO_API_SECRET") if os.environ.get("BYBIT_DEMO_API_SECRET") else None
         ),
     )
-
-
-@dg.definitions
-def trading_resource_definitions() -> dg.Definitions:
-    """Registered here (the defs loader merges it) so defs/resources.py stays untouched."""
-    return dg.Definitions(resources={TRADING_RESOURCE_KEY: trading_resource()})

@@ -24,6 +24,7 @@ from factory_pipeline.errors import SignalLanguageError
 from factory_pipeline.market.frame import MarketFrame
 from factory_pipeline.market.timeframes import SUPPORTED_TIMEFRAMES, timeframe_ms
 from factory_pipeline.schemas import ParameterSpec
+from factory_pipeline.strategy.language import indicators
 from factory_pipeline.strategy.language.cache import IndicatorCache
 from factory_pipeline.strategy.language.checker import (
     check,
@@ -87,6 +88,10 @@ class EvalContext:
         self.frame = frame
         self.cache = cache
         self._frames: dict[str, MarketFrame] = {frame.timeframe: frame}
+        #: Without a cache, results of indicators and tf() are still shared by every expression
+        #: evaluated on this context (entry and exit rules reading the same averages); with a
+        #: cache, the cache does that (and counts it).
+        self._results: dict[tuple[str, str], np.ndarray] = {}
 
     def at_timeframe(self, timeframe: str) -> MarketFrame:
         """The frame resampled to ``timeframe`` (MarketFrame.resample), memoized."""
@@ -125,6 +130,7 @@ class CompiledExpression:
         numbers. ``params`` override the declared defaults; names not used here are ignored."""
         values = self.bind(params)
         run = _Run(self, ctx, values)
+        _batch_moving_averages(run, self._expr, ctx.frame.timeframe)
         result = run.eval(self._expr, ctx.frame.timeframe)
         if self._expr.cacheable or isinstance(self._expr, SeriesExpr):
             result = result.copy()  # never hand out the cached or the frame's own array
@@ -229,7 +235,8 @@ class _Run:
         self.compiled = compiled
         self.ctx = ctx
         self.values = values
-        self.memo: dict[tuple[str, str], np.ndarray] = {}
+        shared = ctx is not None and ctx.cache is None
+        self.memo: dict[tuple[str, str], np.ndarray] = ctx._results if shared else {}
         self.keys: dict[int, str] = {}
 
     def eval(self, expr: Expr, timeframe: str) -> np.ndarray:
@@ -241,17 +248,25 @@ class _Run:
         value = self.memo.get(memo_key)
         if value is not None:
             return value
-        cache = self.ctx.cache
-        if cache is None:
+        value = self.cached(timeframe, key)
+        if value is None:
             value = expr.compute(self, timeframe)
-        else:
-            full_key = (self.ctx.frame.symbol, timeframe, self.ctx.data_id, key)
-            value = cache.get(full_key)
-            if value is None:
-                value = expr.compute(self, timeframe)
-                cache.put(full_key, value)
+            self.store(timeframe, key, value)
         self.memo[memo_key] = value
         return value
+
+    def cached(self, timeframe: str, key: str) -> np.ndarray | None:
+        """The IndicatorCache entry of ``key`` on ``timeframe`` (None without a cache)."""
+        assert self.ctx is not None
+        if self.ctx.cache is None:
+            return None
+        return self.ctx.cache.get((self.ctx.frame.symbol, timeframe, self.ctx.data_id, key))
+
+    def store(self, timeframe: str, key: str, value: np.ndarray) -> None:
+        """Put a computed result in the IndicatorCache (when there is one)."""
+        assert self.ctx is not None
+        if self.ctx.cache is not None:
+            self.ctx.cache.put((self.ctx.frame.symbol, timeframe, self.ctx.data_id, key), value)
 
     def frame(self, timeframe: str) -> MarketFrame:
         assert self.ctx is not None
@@ -290,6 +305,43 @@ class _Run:
                 self.compiled.source,
                 expr.position,
             )
+
+
+def _batch_moving_averages(run: _Run, expr: Expr, timeframe: str) -> None:
+    """Compute the not yet known ``sma`` nodes of one input together (two windows per pass,
+    :func:`indicators.sma_many`, bit-identical to one at a time) and put them where
+    ``run.eval`` finds them: the memo, and the cache exactly as ``run.eval`` would (one lookup
+    and, on a miss, one store per distinct node). Nodes under ``tf()`` are left to ``run.eval``
+    (other timeframe)."""
+    groups: dict[str, tuple[Expr, dict[str, int]]] = {}
+    stack = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, TimeframeExpr):
+            continue
+        stack.extend(node.children())
+        if isinstance(node, ApplyExpr) and node.function is indicators.sma:
+            key = run.key(node)
+            if (timeframe, key) not in run.memo:
+                source = node.inputs[0]
+                group = groups.setdefault(run.key(source), (source, {}))
+                group[1][key] = run.window(node.windows[0])
+    for source, windows in groups.values():
+        if len(windows) < 2:
+            continue  # nothing to share: run.eval computes it as usual
+        missing: dict[str, int] = {}
+        for key, window in windows.items():
+            value = run.cached(timeframe, key)
+            if value is None:
+                missing[key] = window
+            else:
+                run.memo[(timeframe, key)] = value
+        if not missing:
+            continue
+        averages = indicators.sma_many(run.eval(source, timeframe), list(missing.values()))
+        for key, value in zip(missing, averages, strict=True):
+            run.store(timeframe, key, value)
+            run.memo[(timeframe, key)] = value
 
 
 def _coerce_specs(

@@ -29,6 +29,9 @@ Numerical schemes:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 from numba import njit
 
@@ -38,6 +41,20 @@ from factory_pipeline.errors import SignalLanguageError
 def sma(x: np.ndarray, n: int) -> np.ndarray:
     """Simple moving average: mean of ``x[t-n+1..t]``; first value at ``t = n-1``."""
     return _rolling_sum_kernel(_f64(x), _window(n), True)
+
+
+def sma_many(x: np.ndarray, windows: Sequence[int]) -> list[np.ndarray]:
+    """``[sma(x, n) for n in windows]``, bit-identical, computed two windows per pass over
+    ``x``: the two running sums are independent chains of dependent additions, so one pass
+    advancing both takes little longer than one of them alone."""
+    values = _f64(x)
+    lengths = [_window(n) for n in windows]
+    out: list[np.ndarray] = []
+    for k in range(0, len(lengths) - 1, 2):
+        out.extend(_rolling_mean_pair_kernel(values, lengths[k], lengths[k + 1]))
+    if len(lengths) % 2:
+        out.append(_rolling_sum_kernel(values, lengths[-1], True))
+    return out
 
 
 def rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
@@ -176,10 +193,16 @@ def _window(n: int) -> int:
     return int(n)
 
 
+@njit(cache=True, nogil=True)
 def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    out = np.zeros(a.shape[0], dtype=np.bool_)
-    if a.shape[0] > 1:
-        out[1:] = (a[1:] > b[1:]) & (a[:-1] <= b[:-1])
+    """``a[t] > b[t] and a[t-1] <= b[t-1]`` in one pass (comparisons with NaN are False)."""
+    n = a.shape[0]
+    out = np.empty(n, dtype=np.bool_)
+    if n == 0:
+        return out
+    out[0] = False
+    for t in range(1, n):
+        out[t] = (a[t] > b[t]) & (a[t - 1] <= b[t - 1])  # no branches: vectorizes
     return out
 
 
@@ -192,18 +215,73 @@ def _rolling_sum_kernel(x: np.ndarray, n: int, mean: bool) -> np.ndarray:
     for i in range(size):
         result, state = rolling_mean_step(x, i, n, state)
         if not mean and result == result:
-            nobs, _neg, total, _ca, _cr, same, prev = state
+            nobs, _neg, total, _ca, _cr, same, prev, _nan = state
             result = prev * nobs if same >= nobs else total
         out[i] = result
     return out
 
 
+@njit(cache=True)
+def _rolling_mean_pair_kernel(x: np.ndarray, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two rolling means of ``x`` in one pass, each exactly :func:`_rolling_sum_kernel`'s.
+
+    Where both windows hold only numbers, one straight-line step advances both running sums
+    (:func:`rolling_mean_step`'s operations, in its order) and shares what does not depend on
+    the window: the new value's NaN and sign checks and pandas' constant-run counter (every
+    window sees the same values, so the counters are equal). Elsewhere each window takes
+    :func:`rolling_mean_step` itself."""
+    size = x.shape[0]
+    out1 = np.empty(size)
+    out2 = np.empty(size)
+    state1 = rolling_mean_init(x)
+    state2 = rolling_mean_init(x)
+    longest = max(n1, n2)
+    for i in range(size):
+        last_nan = state1[7]
+        val = x[i]
+        if val != val:
+            last_nan = i
+        if i - last_nan > longest:
+            nobs1, neg1, sum1, add1, rem1, same_run, prev_value, _ = state1
+            nobs2, neg2, sum2, add2, rem2, _, _, _ = state2
+            old1 = x[i - n1]
+            old2 = x[i - n2]
+            y = -old1 - rem1
+            t = sum1 + y
+            rem1 = t - sum1 - y
+            y = val - add1
+            sum1 = t + y
+            add1 = sum1 - t - y
+            y = -old2 - rem2
+            t = sum2 + y
+            rem2 = t - sum2 - y
+            y = val - add2
+            sum2 = t + y
+            add2 = sum2 - t - y
+            new_negative = _negative(val)
+            neg1 += new_negative - _negative(old1)
+            neg2 += new_negative - _negative(old2)
+            if val == prev_value:
+                same_run += 1
+            else:
+                same_run = 1
+            prev_value = val
+            out1[i] = _mean_result(n1, neg1, sum1, same_run, prev_value)
+            out2[i] = _mean_result(n2, neg2, sum2, same_run, prev_value)
+            state1 = (nobs1, neg1, sum1, add1, rem1, same_run, prev_value, last_nan)
+            state2 = (nobs2, neg2, sum2, add2, rem2, same_run, prev_value, last_nan)
+        else:
+            out1[i], state1 = rolling_mean_step(x, i, n1, state1)
+            out2[i], state2 = rolling_mean_step(x, i, n2, state2)
+    return out1, out2
+
+
 @njit(cache=True, inline="always")
 def rolling_mean_init(values):
     """Initial state of :func:`rolling_mean_step`: (nobs, negatives, sum, add compensation,
-    remove compensation, constant run, last value)."""
+    remove compensation, constant run, last value, index of the last NaN seen)."""
     prev = values[0] if values.shape[0] > 0 else np.nan
-    return (0, 0, 0.0, 0.0, 0.0, 0, prev)
+    return (0, 0, 0.0, 0.0, 0.0, 0, prev, -1)
 
 
 @njit(cache=True, inline="always")
@@ -211,43 +289,79 @@ def rolling_mean_step(values, i, window, state):
     """Advance pandas' rolling-mean state to bar ``i`` (drop bar ``i - window``, add bar ``i``);
     returns (mean, or NaN until ``window`` numbers are in the window; new state).
 
-    The one implementation of pandas' ``rolling(window).mean()`` arithmetic (bit-identical):
+    The one implementation of pandas' ``rolling(window).mean()`` arithmetic (bit-identical,
+    pandas/_libs/window/aggregations.pyx ``roll_mean``: ``add_mean``/``remove_mean`` with
+    separate Kahan compensations, ``signbit`` counts of negatives, the constant-run guard):
     used whole-array by ``sma``/``rolling_sum`` and bar by bar inside the engine's fused sweep
     kernel, so a crossover decided in a sweep equals the one the signal language decides.
+
+    Bars whose window (and the value leaving it) holds no NaN take a straight-line path with
+    the same operations in the same order; the general path handles NaNs and the warm-up.
     """
-    nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value = state
-    if i >= window:
-        val = values[i - window]
-        if val == val:
-            nobs -= 1
-            y = -val - comp_remove
-            t = sum_x + y
-            comp_remove = t - sum_x - y
-            sum_x = t
-            if val < 0:
-                neg_ct -= 1
+    nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value, last_nan = state
     val = values[i]
-    if val == val:
-        nobs += 1
-        y = val - comp_add
+    # the value leaving the window (read in one place only: numba keeps reference counting of
+    # ``values`` alive in inlined code that indexes it on several paths)
+    old = values[i - window] if i >= window else np.nan
+    if val != val:
+        last_nan = i
+    if i - last_nan > window:
+        # values[i - window .. i] are all numbers, so nobs == window before and after
+        y = -old - comp_remove
         t = sum_x + y
-        comp_add = t - sum_x - y
-        sum_x = t
-        if val < 0:
-            neg_ct += 1
+        comp_remove = t - sum_x - y
+        y = val - comp_add
+        total = t + y
+        comp_add = total - t - y
+        sum_x = total
+        neg_ct += _negative(val) - _negative(old)
         if val == prev_value:
             same_run += 1
         else:
             same_run = 1
         prev_value = val
-    result = np.nan
-    if nobs >= window and nobs > 0:
-        result = sum_x / nobs
-        if same_run >= nobs:
-            result = prev_value
-        elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
-            result = 0.0
-    return result, (nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value)
+        result = _mean_result(window, neg_ct, sum_x, same_run, prev_value)
+    else:
+        if old == old:  # (NaN before bar ``window``)
+            nobs -= 1
+            y = -old - comp_remove
+            t = sum_x + y
+            comp_remove = t - sum_x - y
+            sum_x = t
+            neg_ct -= _negative(old)
+        if val == val:
+            nobs += 1
+            y = val - comp_add
+            t = sum_x + y
+            comp_add = t - sum_x - y
+            sum_x = t
+            neg_ct += _negative(val)
+            if val == prev_value:
+                same_run += 1
+            else:
+                same_run = 1
+            prev_value = val
+        result = np.nan
+        if nobs >= window and nobs > 0:
+            result = _mean_result(nobs, neg_ct, sum_x, same_run, prev_value)
+    return result, (nobs, neg_ct, sum_x, comp_add, comp_remove, same_run, prev_value, last_nan)
+
+
+@njit(cache=True, inline="always")
+def _mean_result(nobs, neg_ct, sum_x, same_run, prev_value):
+    """pandas' ``calc_mean`` for a window holding ``nobs`` (> 0) numbers."""
+    result = sum_x / nobs
+    if same_run >= nobs:
+        result = prev_value
+    elif neg_ct == 0 and result < 0 or neg_ct == nobs and result > 0:
+        result = 0.0
+    return result
+
+
+@njit(cache=True, inline="always")
+def _negative(value):
+    """1 when the sign bit of ``value`` is set (-0.0 included, as pandas' ``signbit``)."""
+    return 1 if math.copysign(1.0, value) < 0.0 else 0
 
 
 @njit(cache=True)
