@@ -19,10 +19,16 @@ from typing import Any
 
 from factory_pipeline.errors import MarketDataError
 from factory_pipeline.flows.research import CANDIDATES_PARTITION, active_library
-from factory_pipeline.ideas import design_candidates, load_goals, run_sanity
+from factory_pipeline.ideas import design_candidates, load_goals, past_results_as_of, run_sanity
 from factory_pipeline.market.frame import MarketFrame
 from factory_pipeline.promotion.state_machine import store_systems
-from factory_pipeline.schemas import KbConcept, KbSegment, SystemDoc
+from factory_pipeline.schemas import (
+    KbConcept,
+    KbSegment,
+    RobustnessDoc,
+    StatusTransition,
+    SystemDoc,
+)
 from factory_pipeline.store import DocumentStore, Store
 from factory_pipeline.store.market import MarketStore
 
@@ -62,6 +68,9 @@ def design_and_store(
     segments = docs.list(KbSegment, {"id": cited}) if cited else []
     existing = docs.list(SystemDoc)
     moment = as_of or dt.datetime.now(dt.UTC)
+    past = past_results_as_of(
+        existing, docs.list(RobustnessDoc), docs.list(StatusTransition), moment
+    )
     candidates = design_candidates(
         goals,
         library=library,
@@ -71,6 +80,7 @@ def design_and_store(
         as_of=moment,
         existing=existing,
         segments=segments,
+        past_results=past,
     )
     if progress:
         progress(f"{len(candidates)} candidate(s) designed for {len(goals)} goal(s)")

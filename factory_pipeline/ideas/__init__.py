@@ -10,6 +10,7 @@ from factory_pipeline.ideas.candidates import CandidateSystem, DesignBatch, Drop
 from factory_pipeline.ideas.context import DesignContext, retrieve_context
 from factory_pipeline.ideas.design import design_candidates
 from factory_pipeline.ideas.goals import DesignGoal, GoalError, RiskBudget, load_goals
+from factory_pipeline.ideas.past_results import PastResult, past_results_as_of
 from factory_pipeline.ideas.sanity import SANITY_CHECKS, CheckResult, SanityReport, run_sanity
 
 __all__ = [
@@ -21,10 +22,12 @@ __all__ = [
     "DesignGoal",
     "DroppedProposal",
     "GoalError",
+    "PastResult",
     "RiskBudget",
     "SanityReport",
     "design_candidates",
     "load_goals",
+    "past_results_as_of",
     "retrieve_context",
     "run_sanity",
 ]

@@ -284,6 +284,14 @@ def render_design_prompt(
     if already:
         lines.append("Already designed (propose different ones): " + "; ".join(already))
     lines += ["", "Modules you may use:", *module_blocks, "", "Concept cards:", *concept_blocks]
+    if context.past_results:
+        results = [_escape_module_tags(p.summary()) for p in context.past_results]
+        lines += [
+            "",
+            "Past results of earlier systems on these symbols (measured; learn from them, do "
+            "not repeat what failed):",
+            delimit("past_results", {"as_of": context.as_of.isoformat()}, "\n".join(results)),
+        ]
     return "\n".join(lines)
 
 

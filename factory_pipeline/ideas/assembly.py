@@ -36,6 +36,7 @@ from factory_pipeline.errors import SpecError
 from factory_pipeline.ideas.candidates import CandidateSystem, DroppedProposal, make_candidate
 from factory_pipeline.ideas.context import DesignContext, lexical_rank
 from factory_pipeline.ideas.goals import DesignGoal, RiskBudget
+from factory_pipeline.ideas.past_results import entry_record
 from factory_pipeline.ideas.sanity import DEFAULT_TOLERANCE, is_near_duplicate
 from factory_pipeline.knowledge.index import embedding_text
 from factory_pipeline.schemas import KbConcept, ModuleDoc, ModuleKind, ParameterSpec
@@ -536,6 +537,9 @@ def _reason(
     )
     for module in s.management:
         notes.append(f"Management '{module.name}' ({module.rule}).")
+    record = entry_record(context.past_results, s.entry.id)
+    if record:
+        notes.append(record)
     for module_id, concept in cited.items():
         pages = context.provenance_for([concept.id])["pages"]
         where = f", pages {', '.join(map(str, pages))}" if pages else ""

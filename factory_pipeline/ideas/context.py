@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from factory_pipeline.ideas.goals import DesignGoal
+from factory_pipeline.ideas.past_results import PastResult, relevant_results
 from factory_pipeline.knowledge.index import CONCEPTS, MODULES, VectorIndex, embedding_text
 from factory_pipeline.knowledge.sparse import tokenize
 from factory_pipeline.schemas import KbConcept, KbSegment, ModuleDoc, ModuleKind
@@ -73,6 +74,8 @@ class DesignContext:
     concepts: tuple[RankedConcept, ...]
     modules: tuple[RankedModule, ...]
     citations: tuple[Citation, ...]
+    #: Results of earlier systems on the goal's symbols recorded by ``as_of`` (past_results.py).
+    past_results: tuple[PastResult, ...] = ()
 
     def concept(self, concept_id: str) -> KbConcept | None:
         return next((r.concept for r in self.concepts if r.concept.id == concept_id), None)
@@ -105,12 +108,14 @@ def retrieve_context(
     as_of: dt.datetime,
     limit: int = 8,
     segments: Sequence[KbSegment] = (),
+    past: Sequence[PastResult] = (),
 ) -> DesignContext:
     """The design context of ``goal`` as of ``as_of`` (module docstring).
 
     ``limit`` caps the concepts returned; every visible, active, goal-allowed module is returned
     (ranked) because the assembler needs the whole compatible set. ``segments`` (optional) lets
-    a citation name the book of a segment when a concept cites several books.
+    a citation name the book of a segment when a concept cites several books. ``past`` are
+    results known at ``as_of`` (:func:`past_results_as_of`); the relevant ones are kept.
     """
     moment = _aware(as_of)
     visible_concepts = {c.id: c for c in concepts if _aware(c.created_at) <= moment}
@@ -171,6 +176,11 @@ def retrieve_context(
         concepts=tuple(ranked_concepts),
         modules=tuple(ranked_modules),
         citations=citations,
+        past_results=relevant_results(
+            goal,
+            [p for p in past if p.recorded_at <= moment],
+            module_ids=visible_modules,
+        ),
     )
 
 

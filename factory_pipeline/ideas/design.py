@@ -15,6 +15,7 @@ from factory_pipeline.ideas.assembly import assemble_candidates
 from factory_pipeline.ideas.candidates import DesignBatch
 from factory_pipeline.ideas.context import retrieve_context
 from factory_pipeline.ideas.goals import DesignGoal
+from factory_pipeline.ideas.past_results import PastResult
 from factory_pipeline.ideas.sanity import DEFAULT_TOLERANCE
 from factory_pipeline.knowledge.index import VectorIndex
 from factory_pipeline.llm.backend import LLMBackend
@@ -35,6 +36,7 @@ def design_candidates(
     segments: Sequence[KbSegment] = (),
     context_limit: int = 8,
     tolerance: float = DEFAULT_TOLERANCE,
+    past_results: Sequence[PastResult] = (),
 ) -> DesignBatch:
     """Candidate systems for every goal, in goal order (a :class:`DesignBatch`: a list of
     :class:`CandidateSystem` with ``dropped`` reasons and token counters).
@@ -42,7 +44,9 @@ def design_candidates(
     ``llm`` None or offline -> the combinatorial assembler (``backend="offline-assembler"``);
     any other backend -> the agent (``backend="llm:<model>"``). Existing systems only matter
     for the assembler's diversity: a near-duplicate of an existing system created at or before
-    ``as_of`` is not designed again (the sanity check would reject it). Same inputs -> same list.
+    ``as_of`` is not designed again (the sanity check would reject it). ``past_results``
+    (robustness evidence and decisions of earlier systems) reach the designers only when
+    recorded at or before ``as_of``. Same inputs -> same list.
     """
     moment = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=dt.UTC)
     batch = DesignBatch()
@@ -65,6 +69,7 @@ def design_candidates(
             as_of=moment,
             limit=context_limit,
             segments=segments,
+            past=past_results,
         )
         if offline:
             made, dropped = assemble_candidates(
