@@ -38,8 +38,8 @@ def print_replay_report(report: ReplayReport) -> None:
     print(
         f"demo replay: {_iso(report.start_ms)} .. {_iso(report.end_ms)}, "
         f"{report.bar_closes} bar closes, {len(report.systems)} system(s), "
-        f"{report.decisions} decisions, {report.orders} orders, {report.fills} new fills "
-        f"in {report.elapsed_s:.1f} s"
+        f"{report.decisions} decisions, {report.orders} orders, "
+        f"{sum(s.fills for s in report.systems.values())} fills in {report.elapsed_s:.1f} s"
     )
     for system_id, s in sorted(report.systems.items()):
         actions = ", ".join(f"{k} {v}" for k, v in sorted(s.actions.items()))
