@@ -14,6 +14,10 @@ retrieval), then measures the research flow exactly as the assets run it:
   or disabled; candidates held for a missing metric count in neither);
 - ``design_wall_s``, ``market_wall_s``: setup costs, for context.
 
+The candidates come from the module library only (no books are ingested here), so the set, and
+with it how many reach demo, differs from `make run`'s, whose design also sees the modules the
+knowledge track proposes.
+
 ``quick``: one symbol and the first 180 days of the history.
 """
 
@@ -40,10 +44,8 @@ from factory_pipeline.store import DocumentStore, Store
 from factory_pipeline.store.market import MarketStore
 from factory_pipeline.strategy.modules import load_module_library
 
-TARGETS: dict[str, tuple[str, float]] = {
-    "promoted": (">=", 1),
-    "rejected": (">=", 1),
-}
+#: No speed target is set for this suite by the issue; the figures are tracked over time.
+TARGETS: dict[str, tuple[str, float]] = {}
 
 RESAMPLE_TIMEFRAMES: tuple[str, ...] = ("1h", "4h", "1d")
 

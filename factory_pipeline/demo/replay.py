@@ -182,6 +182,8 @@ def _run(
             settings, store, stage="demo", base_url=server.url, clock_ms=state.clock
         )
         report.fills += gateway.sync_fills()
+        start = gateway.reconcile()  # at start: a restarted replay adopts the venue's state
+        report.reconciliation_records += len(start.records)
         total = len(closes)
         for step, close in enumerate(closes, start=1):
             t = int(close)
@@ -196,8 +198,8 @@ def _run(
                 progress(step, total, t)
         report.fills += gateway.sync_fills()
         recon = gateway.reconcile()
-        report.reconciliation_clean = recon.clean
-        report.reconciliation_records = len(recon.records)
+        report.reconciliation_clean = start.clean and recon.clean
+        report.reconciliation_records += len(recon.records)
         report.kill_switch_tripped = gateway.kill_switch.is_tripped()
         marks = {s: p[0] for s in state.instruments if (p := state.last_price(s)) is not None}
         for system_id, figures in report.systems.items():

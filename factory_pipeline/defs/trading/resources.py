@@ -58,7 +58,8 @@ class TradingResource(dg.ConfigurableResource):
 
         Local venue: the exchange runs in-process for the block, on ``store``'s prices, its
         clock advanced to ``clock_ms`` (the bar close being traded) when it is behind; its state
-        is saved on exit. Fills are synced before the block is entered.
+        is saved on exit. Fills are synced and the venue reconciled with the store before the
+        block is entered (and the runner reconciles again after its bar close).
         """
         from factory_pipeline.trading import build_gateway
 
@@ -66,6 +67,7 @@ class TradingResource(dg.ConfigurableResource):
         if self.venue == "bybit_demo":
             gateway = build_gateway(settings, store, stage="demo")
             gateway.sync_fills()
+            gateway.reconcile()  # at start: adopt the venue's state before deciding
             yield gateway
             return
         if self.venue != "local":
@@ -88,6 +90,7 @@ class TradingResource(dg.ConfigurableResource):
                 gateway = build_gateway(settings, store, stage="demo", base_url=server.url)
                 gateway.clock_ms = state.clock
                 gateway.sync_fills()
+                gateway.reconcile()  # at start: adopt the venue's state before deciding
                 yield gateway
         finally:
             state.save_if_dirty()
