@@ -6,7 +6,7 @@ Setup (a temporary DuckDB file): 20 days of synthetic 15m BTCUSDT bars; 20 syste
 that nearly every flat system enters, exit at RSI 50, 20% of equity per trade), one fresh group
 of 20 per measured bar close; the local exchange in-process on the store's
 prices; the gateway with the compiled risk ceilings as limits. Store, gateway and exchange share
-one DuckDB connection (:func:`~factory_pipeline.demo.runner.shared_store`), as the replay runs.
+one pinned DuckDB connection (:meth:`~factory_pipeline.store.db.Store.pinned`), as the replay runs.
 
 Figures (a warm-up bar close first: module compilation and JIT are not timed):
 
@@ -55,7 +55,6 @@ def run(quick: bool = False) -> dict[str, float]:
         compile_checked,
         current_library,
         run_bar_close,
-        shared_store,
     )
     from factory_pipeline.exchange.local import LocalExchangeState, run_local_exchange
     from factory_pipeline.exchange.local.state import LOCAL_API_KEY, LOCAL_API_SECRET
@@ -73,7 +72,7 @@ def run(quick: bool = False) -> dict[str, float]:
         with tempfile.TemporaryDirectory(prefix="factory-bench-trading-") as folder:
             path = Path(folder) / "bench.duckdb"
             closes, groups = _prepare_store(Store(path), rounds + 1)
-            with shared_store(None, path) as store:
+            with Store(path).pinned() as store:
                 state = LocalExchangeState(rate_limit=None)  # latency, not Bybit's 10/s pacing
                 state.use_store(store, "15m", refresh_s=1e9)
                 state.add_account(LOCAL_API_KEY, LOCAL_API_SECRET, usdt=1_000_000.0)

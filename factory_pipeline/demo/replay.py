@@ -31,7 +31,6 @@ from factory_pipeline.demo.runner import (
     current_library,
     preloaded_frame_loader,
     run_bar_close,
-    shared_store,
 )
 from factory_pipeline.errors import MarketDataError, SpecError
 from factory_pipeline.market.frame import MarketFrame
@@ -127,8 +126,8 @@ def replay_demo(
         raise SpecError(f"replay days must be >= 1, got {days}")
     started = time.perf_counter()
     report = ReplayReport(days=days)
-    path = Path(store.path) if store is not None else Path(settings.database_path)
-    with shared_store(store, path) as fast:
+    target = store if store is not None else Store(settings.database_path)
+    with target.pinned() as fast:
         docs = DocumentStore(fast)
         systems = docs.list(SystemDoc, {"status": SystemStatus.DEMO.value})
         if not systems:
@@ -146,7 +145,7 @@ def replay_demo(
         report.start_ms, report.end_ms = int(closes[0]), int(closes[-1])
         report.systems = {s.id: SystemReplay(system_id=s.id) for s in systems}
         cache = RunnerCache(frame_loader=preloaded_frame_loader(frames), library=library)
-        snapshot = None if fast.path == ":memory:" else Path(f"{path}.local_exchange.json")
+        snapshot = None if fast.path == ":memory:" else Path(f"{fast.path}.local_exchange.json")
         _run(settings, fast, report, cache, closes, finest, snapshot, len(systems), progress)
     report.elapsed_s = time.perf_counter() - started
     log.info("replay: %s", report.summary())

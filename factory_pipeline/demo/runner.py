@@ -20,13 +20,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Protocol
 
-import duckdb
 import pyarrow as pa
 
 from factory_pipeline.demo.decisions import (
@@ -158,7 +155,7 @@ def run_bar_close(
     which is only sound with one system per symbol (one-way mode nets all systems' positions).
     """
     started = time.perf_counter()
-    with shared_store(store, store.path) as fast:
+    with store.pinned() as fast:
         cache = cache if cache is not None else RunnerCache()
         docs = DocumentStore(fast)
         market = MarketStore(fast)
@@ -244,33 +241,6 @@ def preloaded_frame_loader(frames: Mapping[tuple[str, str], MarketFrame]) -> Fra
         return frame.slice(max(0, stop - n_bars), stop)
 
     return load
-
-
-@contextmanager
-def shared_store(store: Store | None, path: str | Path) -> Iterator[Store]:
-    """A Store whose connections are cursors of one DuckDB connection held open for the block.
-
-    Opening the DuckDB file costs tens of milliseconds and the runner, the gateway and its
-    ledger open one per unit of work; a bar close of many systems (and a replay of thousands of
-    decisions) would spend most of its time there. ``:memory:`` stores are used as given.
-    """
-    if store is not None and store.path == ":memory:":
-        yield store
-        return
-    con = duckdb.connect(str(path))
-
-    @contextmanager
-    def cursor() -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = con.cursor()
-        try:
-            yield cur
-        finally:
-            cur.close()
-
-    try:
-        yield Store(path, connection_factory=cursor)
-    finally:
-        con.close()
 
 
 # -- one system and symbol -------------------------------------------------------------------

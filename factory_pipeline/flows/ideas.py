@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from factory_pipeline.errors import MarketDataError
-from factory_pipeline.flows.research import CANDIDATES_PARTITION, active_library
+from factory_pipeline.flows.research import CANDIDATES_PARTITION, active_library, load_frames
 from factory_pipeline.ideas import design_candidates, load_goals, past_results_as_of, run_sanity
-from factory_pipeline.market.frame import MarketFrame
 from factory_pipeline.promotion.state_machine import store_systems
 from factory_pipeline.schemas import (
     KbConcept,
@@ -85,7 +83,7 @@ def design_and_store(
     if progress:
         progress(f"{len(candidates)} candidate(s) designed for {len(goals)} goal(s)")
     symbols = sorted({s for c in candidates for s in c.spec.symbols})
-    frames = _frames(market, symbols, timeframe)
+    frames = load_frames(market, symbols, timeframe)
     coverage = {
         (row["symbol"], row["timeframe"]): (row["first_open_time"], row["last_open_time"])
         for row in market.coverage()
@@ -105,15 +103,3 @@ def design_and_store(
         backend=backend,
         wall_s=time.perf_counter() - started,
     )
-
-
-def _frames(market: MarketStore, symbols: list[str], timeframe: str) -> dict[str, MarketFrame]:
-    """Each symbol's base-timeframe history (the sanity checks take the audit window from it);
-    a symbol without data is left out and fails the ``timeframes`` check."""
-    frames: dict[str, MarketFrame] = {}
-    for symbol in symbols:
-        try:
-            frames[symbol] = market.load_frame(symbol, timeframe)
-        except MarketDataError:
-            continue
-    return frames

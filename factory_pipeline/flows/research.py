@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from factory_pipeline.engine.system_backtest import ENGINE_VERSION
 from factory_pipeline.engine.trials import TrialLedger
 from factory_pipeline.errors import MarketDataError
@@ -189,7 +191,7 @@ def assess_systems(
     ledger = TrialLedger(store)
     library = active_library(docs)
     systems = backtestable_systems(docs)
-    frames = _frames(market, symbols, timeframe)
+    frames = load_frames(market, symbols, timeframe)
     out = AssessmentOutcome()
     assessments = []
     for system in systems:
@@ -262,10 +264,10 @@ def decide_promotions(
     """Apply the candidate -> demo rules to every assessed candidate (the state machine writes
     the status and the audit record; this function never sets a status itself)."""
     docs = DocumentStore(store)
-    names = {s.id: s.name for s in docs.list(SystemDoc)}
+    systems = {s.id: s for s in docs.list(SystemDoc)}  # each system is decided at most once
     rows: list[DecisionRow] = []
     for evidence in stored_evidence(docs):
-        system = docs.get(SystemDoc, evidence.system_id)
+        system = systems.get(evidence.system_id)
         if system is None or system.status != SystemStatus.CANDIDATE:
             continue
         outcome: PromotionOutcome = evaluate_and_apply(docs, evidence, policy)
@@ -273,7 +275,7 @@ def decide_promotions(
         rows.append(
             DecisionRow(
                 system_id=system.id,
-                name=names.get(system.id, system.id),
+                name=system.name,
                 from_status=decision.from_status.value,
                 to_status=decision.to_status.value,
                 reasons=tuple(decision.reasons),
@@ -294,8 +296,12 @@ def failed_rules(row: DecisionRow) -> list[str]:
     return [r.rule for r in row.rule_results if not r.passed]
 
 
-def _frames(market: MarketStore, symbols: Iterable[str], timeframe: str) -> dict[str, MarketFrame]:
-    frames = {}
+def load_frames(
+    market: MarketStore, symbols: Iterable[str], timeframe: str
+) -> dict[str, MarketFrame]:
+    """Each symbol's full base-timeframe history; a symbol without data is left out (the
+    sanity checks then fail its systems on ``timeframes``; assessments skip the symbol)."""
+    frames: dict[str, MarketFrame] = {}
     for symbol in symbols:
         try:
             frames[symbol] = market.load_frame(symbol, timeframe)
@@ -309,8 +315,6 @@ def _spec_symbols(system: SystemDoc) -> set[str]:
 
 
 def _bars_in(frame: MarketFrame, spans: Sequence[tuple[int, int]]) -> int:
-    import numpy as np
-
     total = 0
     for start, end in spans:
         lo, hi = np.searchsorted(frame.open_time, [start, end])
@@ -336,6 +340,7 @@ __all__ = [
     "decide_promotions",
     "failed_rules",
     "gate_results",
+    "load_frames",
     "run_backtest_partitions",
     "split_regime_key",
     "stored_evidence",

@@ -3,7 +3,8 @@
 DuckDB allows one writing process per file, so the factory never holds a connection longer than
 one unit of work: open, do the batch in one transaction, close. Dagster steps that write share a
 concurrency pool of size 1 (dagster.yaml), and :class:`Store` retries briefly when another
-process holds the file.
+process holds the file. A unit of work made of many small reads and commits (one order, one bar
+close of the demo runner) pins one connection for its duration (:meth:`Store.pinned`).
 """
 
 from __future__ import annotations
@@ -39,14 +40,44 @@ class Store:
         self.lock_timeout_s = lock_timeout_s
         self._connection_factory = connection_factory
         self._memory_con: duckdb.DuckDBPyConnection | None = None
+        self._pin = threading.local()
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
             apply_migrations(con)
 
     @contextmanager
+    def pinned(self) -> Iterator[Store]:
+        """Hold ONE connection for a unit of work in the calling thread.
+
+        Why: opening a DuckDB file costs ~10-30 ms, and an order or a bar close needs many reads
+        and several commits. Inside the block every ``connect()`` / ``transaction()`` of this
+        thread uses a fresh cursor of the one open connection (a commit is still a real, durable
+        commit); other threads and nested pins behave as before. Pin for one unit of work, never
+        longer: while pinned, other processes cannot open the file.
+        """
+        if self.path == ":memory:" or getattr(self._pin, "con", None) is not None:
+            yield self
+            return
+        with self.connect() as con:
+            self._pin.con = con
+            try:
+                yield self
+            finally:
+                self._pin.con = None
+
+    @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection, closed on exit (shared one for ``:memory:``)."""
+        """A short-lived connection, closed on exit (a cursor of the pinned connection inside
+        :meth:`pinned`; of the shared one for ``:memory:``)."""
+        pinned = getattr(self._pin, "con", None)
+        if pinned is not None:
+            cursor = pinned.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+            return
         if self._connection_factory is not None and self.path != ":memory:":
             with self._connection_factory() as con:
                 yield con

@@ -44,7 +44,7 @@ from factory_pipeline.trading.broker import (
     VenueRejection,
 )
 from factory_pipeline.trading.killswitch import KillSwitch
-from factory_pipeline.trading.ledger import UNATTRIBUTED, PinnedStore, PositionPnl, TradingLedger
+from factory_pipeline.trading.ledger import UNATTRIBUTED, PositionPnl, TradingLedger
 from factory_pipeline.trading.risk import (
     Exposure,
     RiskGuard,
@@ -169,15 +169,12 @@ class OrderGateway:
     ) -> None:
         self.broker = broker
         self.store = store
-        self.db = PinnedStore(store)
-        self.ledger = TradingLedger(self.db)
+        self.ledger = TradingLedger(store)
         self.limits = limits
         self.guard = RiskGuard(limits)
         self.limits_hash = limits_hash(limits)
         self.clock_ms: Callable[[], int] = clock_ms or _wall_ms
         self.kill_switch = kill_switch or KillSwitch(store, clock_ms=lambda: self.clock_ms())
-        if self.kill_switch.store is store:
-            self.kill_switch.store = self.db  # type: ignore[assignment]  # same file, pinned
         self.kill_switch.on_trip.append(self._cancel_all_on_trip)
         self.system_capital = system_capital
         self.leverage = min(leverage if leverage is not None else 1.0, limits.max_leverage)
@@ -193,13 +190,13 @@ class OrderGateway:
     # public API -----------------------------------------------------------------------------
     def submit(self, request: OrderRequest) -> OrderOutcome:
         """Check, store and send one order; never sends a second copy of a decision."""
-        with self.db.pin():
+        with self.store.pinned():
             return self._submit(request)
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Hold one store connection for a batch of submits (one bar close); see PinnedStore."""
-        with self.db.pin():
+        """Hold one store connection for a batch of submits (one bar close); see Store.pinned."""
+        with self.store.pinned():
             yield
 
     def system_position(self, system_id: str, symbol: str) -> float:
@@ -228,7 +225,7 @@ class OrderGateway:
 
     def sync_fills(self) -> int:
         """Store new venue executions, attributed to systems by orderLinkId; returns the count."""
-        with self.db.pin():
+        with self.store.pinned():
             last = self.ledger.last_exec_time_ms()
             start = last - _DAY_MS if last is not None else None
             rows = self._venue_call(self.broker.executions, start_ms=start)
@@ -238,7 +235,7 @@ class OrderGateway:
         """Compare venue positions, open orders and fills with the store; see reconcile.py."""
         from factory_pipeline.trading.reconcile import reconcile
 
-        with self.db.pin():
+        with self.store.pinned():
             return reconcile(self)
 
     def check_data_freshness(
@@ -258,7 +255,7 @@ class OrderGateway:
         Returns ``{"account": loss, "<system_id>": loss, ...}``: losses from the UTC-day
         high-water marks (0 at a new high). Mark prices come from the venue unless given.
         """
-        with self.db.pin():
+        with self.store.pinned():
             return self._check_equity(marks)
 
     def _check_equity(self, marks: dict[str, float] | None) -> dict[str, float]:
@@ -292,7 +289,7 @@ class OrderGateway:
         Allowed while the kill switch is tripped (cancelling reduces risk). An order that filled
         before the cancel arrived ends as ``filled``.
         """
-        with self.db.pin():
+        with self.store.pinned():
             intent = self.ledger.get_intent(order_link_id)
             if intent is None:
                 raise InvalidOrderError(f"cancel: no stored order intent {order_link_id!r}")

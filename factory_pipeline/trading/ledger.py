@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import duckdb
@@ -37,65 +36,10 @@ class PositionPnl:
     last_price: float
 
 
-class PinnedStore:
-    """A :class:`Store` look-alike that can hold ONE connection open for a unit of work.
-
-    Why: opening a DuckDB file costs ~10-20 ms, and one order needs several reads and two
-    commits. Inside :meth:`pin` every ``connect()`` / ``transaction()`` uses a fresh cursor of
-    the one open connection (a commit is still a real, durable commit); outside it, calls go to
-    the store's short-lived connections. Pin for one submit or one bar close, never longer:
-    while pinned, other processes cannot open the file.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._con: duckdb.DuckDBPyConnection | None = None
-
-    @property
-    def path(self) -> str:
-        return self.store.path
-
-    @contextmanager
-    def pin(self) -> Iterator[None]:
-        if self._con is not None or self.store.path == ":memory:":
-            yield
-            return
-        with self.store.connect() as con:
-            self._con = con
-            try:
-                yield
-            finally:
-                self._con = None
-
-    @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._con is None:
-            with self.store.connect() as con:
-                yield con
-            return
-        cursor = self._con.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            else:
-                con.execute("COMMIT")
-
-
 class TradingLedger:
     """Typed reads and writes of the trading tables of one :class:`Store`."""
 
-    def __init__(self, store: Store | PinnedStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     # intents --------------------------------------------------------------------------------

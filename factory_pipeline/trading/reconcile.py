@@ -242,7 +242,7 @@ def reconcile(gateway: OrderGateway) -> ReconciliationReport:
 
 def ledger_attribute_fills(gateway: OrderGateway) -> int:
     """Attribute stored unattributed fills whose orderLinkId now matches an intent."""
-    with gateway.db.transaction() as con:
+    with gateway.store.transaction() as con:
         row = con.execute(
             "SELECT count(*) FROM trading_fills f JOIN trading_order_intents i "
             "ON f.order_link_id = i.order_link_id WHERE f.system_id IS NULL"

@@ -14,7 +14,6 @@ from factory_pipeline.demo.runner import (
     RunnerCache,
     previous_state,
     run_bar_close,
-    shared_store,
     store_frame_loader,
 )
 from factory_pipeline.exchange.local import LocalExchangeState, run_local_exchange
@@ -69,7 +68,7 @@ def put_in_demo(store: Store, library, *specs) -> list[str]:
 def venue(store: Store, tmp_path, clock_ms: int):
     """The local exchange on the store's prices and a gateway to it, both on one shared DuckDB
     connection (as the replay runs them)."""
-    with shared_store(store, store.path) as fast:
+    with store.pinned() as fast:
         state = LocalExchangeState()
         state.use_store(fast, "15m", refresh_s=1e9)
         state.add_account(LOCAL_API_KEY, LOCAL_API_SECRET, usdt=100_000.0)

@@ -150,3 +150,40 @@ def test_replace_partitions_writes_every_collection_or_none(tmp_path) -> None:
     docs.replace_partitions("k", {RobustnessDoc: [second], StatusTransition: []})
     assert [d.id for d in docs.list(RobustnessDoc)] == ["r2"]
     assert docs.count(StatusTransition) == 0
+
+
+def test_pinned_store_opens_the_file_once_for_its_thread_only(tmp_path, monkeypatch) -> None:
+    """Store.pinned: every unit of work in the block reuses one connection (commits stay
+    durable); other threads and code after the block open their own connections."""
+    import threading
+
+    import duckdb
+
+    from factory_pipeline.schemas import RobustnessDoc
+    from factory_pipeline.store import DocumentStore as _Docs
+    from factory_pipeline.store import Store as _Store
+
+    store = _Store(tmp_path / "pin.duckdb")
+    opened: list[str] = []
+    real_connect = duckdb.connect
+
+    def counting_connect(*args, **kwargs):
+        opened.append(threading.current_thread().name)
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr("factory_pipeline.store.db.duckdb.connect", counting_connect)
+    docs = _Docs(store)
+    doc = RobustnessDoc(id="r", system_id="s", spec_hash="h", engine_version="1")
+    with store.pinned() as pinned:
+        assert pinned is store
+        with store.pinned():  # nested: the outer pin stays in charge
+            for _ in range(5):
+                docs.upsert([doc])
+                assert docs.count(RobustnessDoc) == 1
+        other = threading.Thread(target=lambda: docs.count(RobustnessDoc), name="other")
+        other.start()
+        other.join()
+    assert opened.count("MainThread") == 1 and opened.count("other") == 1
+    docs.count(RobustnessDoc)
+    assert opened.count("MainThread") == 2  # unpinned again: a short-lived connection
+    assert _Docs(_Store(tmp_path / "pin.duckdb")).get(RobustnessDoc, "r") is not None

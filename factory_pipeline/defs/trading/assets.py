@@ -84,7 +84,7 @@ def demo_bar_decisions(
     factory_store: FactoryStoreResource,
     trading: TradingResource,
 ) -> dg.MaterializeResult:
-    from factory_pipeline.demo.runner import run_bar_close, shared_store
+    from factory_pipeline.demo.runner import run_bar_close
     from factory_pipeline.store.market import MarketStore
 
     bar_close = config.bar_close_ms or latest_bar_close_ms(
@@ -93,7 +93,7 @@ def demo_bar_decisions(
     bar_ms = timeframe_ms(trading.base_timeframe)
     # One DuckDB connection for the whole bar close: opening the file per operation would cost
     # more than deciding 20 systems.
-    with shared_store(None, factory_store.store().path) as store:
+    with factory_store.store().pinned() as store:
         market = MarketStore(store)
         opens = [market.last_open_time(s, trading.base_timeframe) for s in market.symbols()]
         last_close = max((o + bar_ms for o in opens if o is not None), default=None)
