@@ -67,14 +67,24 @@ class BacktestExpectations:
     @classmethod
     def load(cls, docs: DocumentStore, system: SystemDoc) -> BacktestExpectations:
         """The backtests of ``system`` with its spec hash and their trades (one query each)."""
-        backtests = docs.list(BacktestDoc, {"system_id": system.id})
-        current = {b.id: b for b in backtests if b.spec_hash == system.spec_hash}
-        rows: list[_TradeRow] = []
+        return cls.load_many(docs, [system])[system.id]
+
+    @classmethod
+    def load_many(
+        cls, docs: DocumentStore, systems: Sequence[SystemDoc]
+    ) -> dict[str, BacktestExpectations]:
+        """:meth:`load` for several systems with two queries in all (system id -> result)."""
+        if not systems:
+            return {}
+        hashes = {system.id: system.spec_hash for system in systems}
+        backtests = docs.list(BacktestDoc, {"system_id": sorted(hashes)})
+        current = {b.id: b for b in backtests if b.spec_hash == hashes.get(b.system_id)}
+        rows: dict[str, list[_TradeRow]] = {system_id: [] for system_id in hashes}
         if current:
             for trade in docs.list(BacktestTrade, {"backtest_id": sorted(current)}):
                 backtest = current[trade.backtest_id]
                 notional = trade.entry_price * trade.qty
-                rows.append(
+                rows[backtest.system_id].append(
                     _TradeRow(
                         symbol=backtest.symbol,
                         regime=backtest.regime,
@@ -84,7 +94,13 @@ class BacktestExpectations:
                         bars_held=trade.bars_held,
                     )
                 )
-        return cls(system.id, system.spec_hash, tuple(sorted(current)), tuple(rows))
+        ids: dict[str, list[str]] = {system_id: [] for system_id in hashes}
+        for backtest in current.values():
+            ids[backtest.system_id].append(backtest.id)
+        return {
+            system_id: cls(system_id, spec, tuple(sorted(ids[system_id])), tuple(rows[system_id]))
+            for system_id, spec in hashes.items()
+        }
 
     def expected(self, symbol: str = "", regime: str = "") -> dict[str, float]:
         """``n_trades``, ``win_probability`` (share with net PnL > 0), ``expected_r`` (mean R

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -56,15 +57,33 @@ class Store:
         commit); other threads and nested pins behave as before. Pin for one unit of work, never
         longer: while pinned, other processes cannot open the file.
         """
-        if self.path == ":memory:" or getattr(self._pin, "con", None) is not None:
+        if getattr(self._pin, "cache", None) is not None:  # nested: the outer pin holds it
             yield self
             return
-        with self.connect() as con:
-            self._pin.con = con
-            try:
+        self._pin.cache = {}
+        try:
+            if self.path == ":memory:":  # one shared connection already
                 yield self
-            finally:
-                self._pin.con = None
+                return
+            with self.connect() as con:
+                self._pin.con = con
+                try:
+                    yield self
+                finally:
+                    self._pin.con = None
+        finally:
+            self._pin.cache = None
+
+    def pin_cache(self) -> dict[str, Any] | None:
+        """A dict that lives exactly as long as this thread's outermost pin (None unpinned).
+
+        Why: while pinned, this process holds DuckDB's lock on the file, so no other process
+        can change a table behind this thread's back. A reader that owns its tables (the
+        trading ledger, the kill switch) may memoize reads here, provided it updates or drops
+        them on each of its own writes. Nothing survives the pin: the next unit of work reads
+        the store afresh.
+        """
+        return getattr(self._pin, "cache", None)
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -44,7 +44,12 @@ from factory_pipeline.trading.broker import (
     VenueRejection,
 )
 from factory_pipeline.trading.killswitch import KillSwitch
-from factory_pipeline.trading.ledger import UNATTRIBUTED, PositionPnl, TradingLedger
+from factory_pipeline.trading.ledger import (
+    UNATTRIBUTED,
+    PositionPnl,
+    TradingLedger,
+    with_pending,
+)
 from factory_pipeline.trading.risk import (
     Exposure,
     RiskGuard,
@@ -63,6 +68,9 @@ RET_DUPLICATE_LINK_ID = 110072
 RET_RATE_LIMIT = 10006
 RET_TIMESTAMP = 10002
 _DAY_MS = 86_400_000
+#: How far before the earliest deferred order a bar close's settlement reads the venue (covers
+#: a venue clock behind the decision clock).
+_SETTLE_LOOKBACK_MS = 5 * 60_000
 
 
 class InvalidOrderError(ExchangeError):
@@ -186,6 +194,8 @@ class OrderGateway:
         self._leverage_set: set[str] = set()
         #: (monotonic time, decision clock, equity): reused within one bar close for 1 s at most.
         self._equity_cache: tuple[float, int, float] | None = None
+        #: Market orders acknowledged inside :meth:`bar_close`, settled when it ends.
+        self._deferred: list[OrderIntent] | None = None
 
     # public API -----------------------------------------------------------------------------
     def submit(self, request: OrderRequest) -> OrderOutcome:
@@ -199,9 +209,38 @@ class OrderGateway:
         with self.store.pinned():
             yield
 
+    @contextmanager
+    def bar_close(self, decision_time_ms: int | None = None) -> Iterator[dict[str, OrderOutcome]]:
+        """One bar close's orders (decided at ``decision_time_ms``), settled together.
+
+        Inside the block one store connection is held, and a market order returns as soon as
+        the venue acknowledges it (outcome ``placed``); its intent was committed before it left,
+        as always. Risk checks and positions inside the block count the acknowledged orders
+        as filled at their reference price (:func:`ledger.with_pending`). When the block ends,
+        the orders are read back with two venue requests per symbol (order history and
+        executions) and stored in one commit; an order not final there is settled on its own
+        (looked up by its orderLinkId). The yielded dict then maps each deferred orderLinkId
+        to its final outcome. A crash before the end leaves sent intents that the next
+        reconciliation resolves, as for any interrupted order.
+        """
+        settled: dict[str, OrderOutcome] = {}
+        with self.store.pinned():
+            if decision_time_ms is not None:
+                self.ledger.preload_intents(decision_time_ms)
+            if self._deferred is not None:  # nested: the outer block settles
+                yield settled
+                return
+            self._deferred = []
+            try:
+                yield settled
+            finally:
+                deferred, self._deferred = self._deferred, None
+                settled.update(self._settle_deferred(deferred))
+
     def system_position(self, system_id: str, symbol: str) -> float:
-        """Signed position (qty) of one system in one symbol, from its stored fills."""
-        pos = self.ledger.positions().get((system_id, symbol))
+        """Signed position (qty) of one system in one symbol, from its stored fills (and, in
+        :meth:`bar_close`, its orders acknowledged but not yet settled)."""
+        pos = self._positions().get((system_id, symbol))
         return pos.qty if pos is not None else 0.0
 
     def system_equity(
@@ -215,7 +254,7 @@ class OrderGateway:
         symbol's last fill price)."""
         equity = self.system_capital
         if positions is None:
-            positions = self.ledger.positions()
+            positions = self._positions()
         for (sid, symbol), pos in positions.items():
             if sid != system_id:
                 continue
@@ -263,7 +302,7 @@ class OrderGateway:
         account = self._venue_call(self.broker.wallet_equity)
         self._equity_cache = (time.monotonic(), now, account)
         marks = dict(marks or {})
-        positions = self.ledger.positions()
+        positions = self._positions()
         for _, symbol in positions:
             if symbol not in marks:
                 try:
@@ -306,14 +345,14 @@ class OrderGateway:
     # sending --------------------------------------------------------------------------------
     def _submit(self, request: OrderRequest) -> OrderOutcome:
         link_id = request.order_link_id
-        existing = self.ledger.get_intent(link_id)
+        existing = self.ledger.get_intent(link_id, decision_time_ms=request.decision_time_ms)
         if existing is not None:
             if existing.status in ("pending", "unknown"):
                 return self._resume(existing)
             if existing.sent:
                 return _outcome(existing, status="duplicate")
             # stored but never sent (blocked or rejected before sending): decide afresh
-        positions = self.ledger.positions()
+        positions = self._positions()
         own = positions.get((request.system_id, request.symbol))
         reducing = is_reducing(own.qty if own is not None else 0.0, request.signed_qty)
         switch = self.kill_switch.state()  # fail-closed: unreadable counts as tripped
@@ -422,7 +461,11 @@ class OrderGateway:
                 continue
             self.kill_switch.record_venue_result(True, limit=self._error_limit)
             order_id = str(result.get("orderId") or "") or None
-            return self._settle(intent.model_copy(update={"order_id": order_id}), None)
+            placed = intent.model_copy(update={"order_id": order_id})
+            if self._deferred is not None and placed.order_type == "Market":
+                self._deferred.append(placed)  # acknowledged; settled when the bar close ends
+                return _outcome(placed, status="placed")
+            return self._settle(placed, None)
         unresolved = intent.model_copy(
             update={
                 "status": "unknown",
@@ -498,6 +541,55 @@ class OrderGateway:
         fills = self._order_fills(updated) if updated.filled_qty > 0 and updated.order_id else []
         self.ledger.save_settlement(updated, fills)  # intent and its fills in one commit
         return _outcome(updated)
+
+    def _settle_deferred(self, deferred: list[OrderIntent]) -> dict[str, OrderOutcome]:
+        """Settle the orders acknowledged in a :meth:`bar_close`: per symbol one order-history
+        and one executions request, one commit for all; stragglers one by one."""
+        outcomes: dict[str, OrderOutcome] = {}
+        by_symbol: dict[str, list[OrderIntent]] = {}
+        for intent in deferred:
+            by_symbol.setdefault(intent.symbol, []).append(intent)
+        for symbol, intents in by_symbol.items():
+            start = min(i.created_ms for i in intents) - _SETTLE_LOOKBACK_MS
+            try:
+                orders = self._venue_call(self.broker.order_history, symbol=symbol, start_ms=start)
+                rows = self._venue_call(self.broker.executions, symbol=symbol, start_ms=start)
+            except ExchangeError as exc:
+                logger.warning("%s: batch settlement reads failed (%s); one by one", symbol, exc)
+                orders, rows = [], []
+            by_link = {str(o.get("orderLinkId") or ""): o for o in orders}
+            links = {i.order_link_id: i.system_id for i in intents}
+            settlements: list[tuple[OrderIntent, list[Fill]]] = []
+            stragglers: list[OrderIntent] = []
+            for intent in intents:
+                order = by_link.get(intent.order_link_id)
+                if order is None or order.get("orderStatus") in _WORKING:
+                    stragglers.append(intent)
+                    continue
+                updated = apply_venue_order(intent, order, self.clock_ms())
+                fills = [
+                    f
+                    for f in (execution_to_fill(r, links) for r in rows)
+                    if f is not None
+                    and f.order_link_id == intent.order_link_id
+                    and f.order_id == updated.order_id
+                ]
+                if sum(f.qty for f in fills) < updated.filled_qty - 1e-12:
+                    stragglers.append(intent)  # executions not all visible yet
+                    continue
+                settlements.append((updated, fills))
+            self.ledger.save_settlements(settlements)  # all intents and fills in one commit
+            for updated, _ in settlements:
+                outcomes[updated.order_link_id] = _outcome(updated)
+            for intent in stragglers:
+                outcomes[intent.order_link_id] = self._settle(intent, None)
+        return outcomes
+
+    def _positions(self) -> dict[tuple[str, str], PositionPnl]:
+        """Positions from the stored fills, plus the orders acknowledged in a :meth:`bar_close`
+        and not settled yet (as filled at their reference price)."""
+        positions = self.ledger.positions()
+        return with_pending(positions, self._deferred) if self._deferred else positions
 
     def _order_fills(self, intent: OrderIntent) -> list[Fill]:
         """The order's executions (waiting up to ``fill_wait_s`` for all of them to show)."""

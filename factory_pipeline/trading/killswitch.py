@@ -26,6 +26,9 @@ from factory_pipeline.store.db import Store
 
 logger = logging.getLogger(__name__)
 
+#: Key of the memoized state in :meth:`Store.pin_cache`.
+_STATE_MEMO = "kill_switch.state"
+
 #: Actor names that identify automation; a reset by one of them is refused.
 AUTOMATED_ACTORS = frozenset(
     {"agent", "llm", "bot", "system", "dagster", "runner", "gateway", "scheduler", "sensor", "auto"}
@@ -47,6 +50,18 @@ class KillSwitch:
         return self.state().tripped
 
     def state(self) -> KillSwitchState:
+        """The latest event's state. Inside :meth:`Store.pinned` a readable state is memoized
+        until this switch appends an event (no other process can write while pinned); an
+        unreadable one is never memoized, so it is retried and stays fail-closed."""
+        cache = self.store.pin_cache()
+        if cache is not None and _STATE_MEMO in cache:
+            return cache[_STATE_MEMO]
+        state = self._read_state()
+        if cache is not None and state.readable:
+            cache[_STATE_MEMO] = state
+        return state
+
+    def _read_state(self) -> KillSwitchState:
         try:
             with self.store.connect() as con:
                 row = con.execute(
@@ -165,6 +180,9 @@ class KillSwitch:
 
     # helpers --------------------------------------------------------------------------------
     def _append(self, action: str, reason: str, actor: str) -> None:
+        cache = self.store.pin_cache()
+        if cache is not None:
+            cache.pop(_STATE_MEMO, None)
         with self.store.transaction() as con:
             row = con.execute(
                 "SELECT coalesce(max(event_id), 0) FROM trading_killswitch_events"

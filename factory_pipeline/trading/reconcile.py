@@ -242,19 +242,7 @@ def reconcile(gateway: OrderGateway) -> ReconciliationReport:
 
 def ledger_attribute_fills(gateway: OrderGateway) -> int:
     """Attribute stored unattributed fills whose orderLinkId now matches an intent."""
-    with gateway.store.transaction() as con:
-        row = con.execute(
-            "SELECT count(*) FROM trading_fills f JOIN trading_order_intents i "
-            "ON f.order_link_id = i.order_link_id WHERE f.system_id IS NULL"
-        ).fetchone()
-        count = int(row[0]) if row else 0
-        if count:
-            con.execute(
-                "UPDATE trading_fills SET system_id = i.system_id FROM trading_order_intents i "
-                "WHERE trading_fills.order_link_id = i.order_link_id "
-                "AND trading_fills.system_id IS NULL"
-            )
-    return count
+    return gateway.ledger.attribute_fills()
 
 
 def _record(run_ms: int, kind: str, **fields: object) -> ReconciliationRecord:

@@ -83,6 +83,17 @@ def test_expectations_use_only_the_current_spec_and_split_by_symbol_and_regime(d
     assert BacktestExpectations.load(docs, _system("h-new")).expected("BTCUSDT") == {}
 
 
+def test_expectations_of_many_systems_equal_one_load_each(docs):
+    other = SystemDoc(id="sys-b", name="B", spec_hash="h1", spec={})
+    many = BacktestExpectations.load_many(docs, [_system(), other, _system("h0")])
+    assert many["sys-a"].spec_hash == "h0"  # the last version asked for wins
+    fresh = BacktestExpectations.load_many(docs, [_system(), other])
+    assert repr(fresh["sys-a"]) == repr(BacktestExpectations.load(docs, _system()))  # NaN R
+    assert fresh["sys-a"].backtest_ids == ("bt-1", "bt-2")
+    assert fresh["sys-b"].trades == () and fresh["sys-b"].backtest_ids == ()
+    assert BacktestExpectations.load_many(docs, []) == {}
+
+
 def test_regime_at_is_the_last_window_that_has_ended():
     day = 86_400_000
     labels = pa.table(

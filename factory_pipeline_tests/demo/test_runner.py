@@ -12,6 +12,8 @@ import pytest
 from factory_pipeline.demo.decisions import FLAT, SignalWindow, decide_at
 from factory_pipeline.demo.runner import (
     RunnerCache,
+    _latest_forecast,
+    _latest_forecasts,
     previous_state,
     run_bar_close,
     store_frame_loader,
@@ -149,6 +151,15 @@ def test_the_position_is_fed_back_and_later_bars_manage_it(store, library, btc_f
             gateway.system_position(system_id, "BTCUSDT")
         )
         assert gateway.reconcile().clean
+    # the runner's one-query read of the latest forecasts equals the per-system read
+    docs = DocumentStore(store)
+    key = (system_id, "BTCUSDT")
+    for before in (t, t + BAR, t + 7 * BAR, close, close + BAR):
+        batch = _latest_forecasts(docs, [key], before)
+        assert batch.get(key) == _latest_forecast(docs, *key, before)
+    assert _latest_forecasts(docs, [key], t + 3 * BAR)[key].decision_time.timestamp() * 1000 == (
+        t + 2 * BAR
+    )
 
 
 def test_a_system_whose_spec_hash_changed_is_refused_and_never_traded(
