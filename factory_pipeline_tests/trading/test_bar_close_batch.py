@@ -111,10 +111,9 @@ def test_settlement_falls_back_to_per_order_lookups_when_the_batch_reads_fail(
 def test_orders_acknowledged_before_an_error_are_still_settled(
     venue: LocalExchangeServer, gateway: OrderGateway, db_path: Path
 ) -> None:
-    with pytest.raises(RuntimeError, match="later system failed"):
-        with gateway.bar_close(DECISION):
-            gateway.submit(_buy(1.0, "sys-a"))
-            raise RuntimeError("a later system failed")
+    with pytest.raises(RuntimeError, match="later system failed"), gateway.bar_close(DECISION):
+        gateway.submit(_buy(1.0, "sys-a"))
+        raise RuntimeError("a later system failed")
     assert _fresh_positions(db_path)[("sys-a", SYMBOL)].qty == pytest.approx(1.0)
 
 
@@ -160,10 +159,21 @@ def test_pinned_positions_equal_a_fresh_read_after_every_kind_of_write(db_path: 
         # the unattributed fill gets its system when its intent arrives
         ledger.save_intent(
             OrderIntent(
-                order_link_id="link-d", system_id="s2", symbol=SYMBOL, side="Sell",
-                leg="entry", decision_time_ms=30, qty_requested=2.0, qty=2.0,
-                order_type="Market", reference_price=105.0, status="filled", sent=True,
-                limits_hash="h", created_ms=30, updated_ms=30,
+                order_link_id="link-d",
+                system_id="s2",
+                symbol=SYMBOL,
+                side="Sell",
+                leg="entry",
+                decision_time_ms=30,
+                qty_requested=2.0,
+                qty=2.0,
+                order_type="Market",
+                reference_price=105.0,
+                status="filled",
+                sent=True,
+                limits_hash="h",
+                created_ms=30,
+                updated_ms=30,
             )  # fmt: skip
         )
         assert ledger.attribute_fills() == 1
