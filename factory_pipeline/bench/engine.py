@@ -8,10 +8,14 @@ the next open, always in the market (long on up-crosses, short on down-crosses).
 Figures (JIT compile time excluded: every kernel runs once on the data before it is timed; each
 timing is the best of a few repeats):
 
-- ``single_bars_per_s``: one full-semantics backtest (taker fees, 1 bp slippage, funding, mark
-  liquidation checks, trade records, equity curve, metrics accumulators), *including* computing
-  the two SMAs and the crossover signals: bars / seconds of ``signals + simulate``;
-  ``simulate_bars_per_s``: the same without the signals (``simulate`` on precomputed signals);
+- ``single_bars_per_s``: the engine's single SMA-crossover backtest, full semantics (taker fees,
+  1 bp slippage, funding, mark liquidation checks, trade records, equity curve, metrics
+  accumulators), *including* computing the two SMAs and the crossover signals:
+  ``CrossoverFamily.backtest`` (one fused pass, block by block; its result equals the
+  two-pass one exactly, tested);
+- ``generic_single_bars_per_s``: the same backtest the generic two-pass way, bars / seconds of
+  ``simulate(frame, family.signals(frame, params), config)`` (what any other signal function
+  costs); ``simulate_bars_per_s``: ``simulate`` alone on precomputed signals;
 - ``sweep_bar_configs_per_s``: bars x 175 configurations (fast 5..50 step 5, slow 10..200
   step 10, fast < slow) / seconds of ``run_sweep`` with the fused crossover path, full semantics;
 - ``ref_single_bars_per_s`` / ``ref_sweep_bar_configs_per_s``: the same strategy as a plain
@@ -19,10 +23,12 @@ timing is the best of a few repeats):
   slippage, stops, records or metrics), single and over the same 175 configurations in
   ``prange``;
 - ``single_vs_ref_ratio``: ref_single_bars_per_s / single_bars_per_s (target <= 2);
+  ``generic_single_vs_ref_ratio``: the same for the generic two-pass figure (no target);
 - ``dsl_vs_ref_ratio``: ref_single_bars_per_s / dsl_single_bars_per_s (target <= 3);
 - ``sweep_peak_rss_mb``: peak resident memory of the process after the sweep (ru_maxrss);
 - ``load_avg_1m``: the machine's 1-minute load average when the suite started (the figures are
-  wall-clock; engine and reference runs alternate so both see the same neighbours);
+  wall-clock; engine and reference runs alternate so both see the same neighbours, the signal
+  language run included);
 - ``dsl_single_bars_per_s`` (only when ``factory_pipeline.strategy.language`` imports): the same
   single backtest with signals compiled from the signal language;
 - ``backtesting_py_bars_per_s`` (only when backtesting.py is installed, on a 20k-bar slice).
@@ -82,13 +88,17 @@ def run(quick: bool = False) -> dict[str, float]:
     ref_args = (frame.open, frame.close, config.initial_cash, config.taker_fee)
     load_avg = os.getloadavg()[0]
     # engine and reference alternate, so a noisy neighbour slows both alike
-    single_s, ref_single_s, simulate_s = _best_interleaved(
-        [
-            lambda: simulate(frame, family.signals(frame, params), config),
-            lambda: reference_loop(*ref_args, SINGLE_FAST, SINGLE_SLOW),
-            lambda: simulate(frame, signals, config),
-        ],
-        repeats,
+    dsl = _dsl_signal_fn()
+    singles = [
+        lambda: family.backtest(frame, params, config),
+        lambda: reference_loop(*ref_args, SINGLE_FAST, SINGLE_SLOW),
+        lambda: simulate(frame, family.signals(frame, params), config),
+        lambda: simulate(frame, signals, config),
+    ]
+    if dsl is not None:
+        singles.append(lambda: simulate(frame, dsl(frame), config))
+    single_s, ref_single_s, generic_single_s, simulate_s, *dsl_s = _best_interleaved(
+        singles, repeats
     )
     sweep_s, ref_sweep_s = _best_interleaved(
         [
@@ -105,19 +115,19 @@ def run(quick: bool = False) -> dict[str, float]:
         "single_s": single_s,
         "sweep_s": sweep_s,
         "single_bars_per_s": n / single_s,
+        "generic_single_bars_per_s": n / generic_single_s,
         "simulate_bars_per_s": n / simulate_s,
         "sweep_bar_configs_per_s": n * n_configs / sweep_s,
         "ref_single_bars_per_s": n / ref_single_s,
         "ref_sweep_bar_configs_per_s": n * n_configs / ref_sweep_s,
         "single_vs_ref_ratio": single_s / ref_single_s,
+        "generic_single_vs_ref_ratio": generic_single_s / ref_single_s,
         "sweep_peak_rss_mb": rss_mb,
     }
     # --- hook: the same strategy written in the signal language (omitted when unavailable) ---
-    dsl = _dsl_signal_fn()
-    if dsl is not None:
-        dsl_s = _best(lambda: simulate(frame, dsl(frame), config), repeats)
-        figures["dsl_single_bars_per_s"] = n / dsl_s
-        figures["dsl_vs_ref_ratio"] = dsl_s / ref_single_s
+    if dsl_s:
+        figures["dsl_single_bars_per_s"] = n / dsl_s[0]
+        figures["dsl_vs_ref_ratio"] = dsl_s[0] / ref_single_s
     figures.update(_third_party(frame, config))
     return figures
 
@@ -197,11 +207,6 @@ def reference_sweep(op, cl, cash, fee, fast_windows, slow_windows):
     for c in prange(fast_windows.shape[0]):
         out[c] = reference_loop(op, cl, cash, fee, fast_windows[c], slow_windows[c])
     return out
-
-
-def _best(fn: Callable[[], object], repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up call (JIT compile excluded)."""
-    return _best_interleaved([fn], repeats)[0]
 
 
 def _best_interleaved(fns: list[Callable[[], object]], repeats: int) -> list[float]:

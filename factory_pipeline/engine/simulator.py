@@ -95,8 +95,7 @@ def simulate(frame: MarketFrame, signals: Signals, config: SimConfig) -> Backtes
     length or a position open across a funding settlement with no rate in the frame.
     """
     n = len(frame)
-    if n == 0:
-        raise BacktestError(f"{frame.symbol} {frame.timeframe}: cannot backtest an empty frame")
+    check_frame(frame)
     kernel_inputs = prepare_market(frame, config)
     codes, floats, flags, entries = _prepare_signals(signals, n, config)
     capacity = entries + 1
@@ -108,6 +107,32 @@ def simulate(frame: MarketFrame, signals: Signals, config: SimConfig) -> Backtes
         0, n, *kernel_inputs, 0, codes, *floats, *flags, pack_config(config, n), state, stats,
         trades, equity, True,
     )  # fmt: skip
+    return backtest_result(frame, config, state, stats, trades, equity)
+
+
+def check_frame(frame: MarketFrame) -> None:
+    """Raise BacktestError for a frame that cannot be backtested (no bars)."""
+    if len(frame) == 0:
+        raise BacktestError(f"{frame.symbol} {frame.timeframe}: cannot backtest an empty frame")
+
+
+def check_signal_needs(config: SimConfig, has_stop: bool, has_trail: bool) -> None:
+    """Raise BacktestError when ``config`` needs a signal array that is absent."""
+    if config.trail_mult > 0 and not has_trail:
+        raise BacktestError("SimConfig.trail_mult > 0 needs Signals.trail_distance (e.g. an ATR)")
+    if config.sizing == "risk" and not has_stop:
+        raise BacktestError("SimConfig.sizing='risk' needs Signals.stop_distance")
+
+
+def backtest_result(
+    frame: MarketFrame,
+    config: SimConfig,
+    state: np.ndarray,
+    stats: np.ndarray,
+    trades: np.ndarray,
+    equity: np.ndarray,
+) -> BacktestResult:
+    """The BacktestResult of a finished kernel run (raises its error, if it stopped on one)."""
     raise_on_error(state, frame)
     n_trades = int(state[S_N_TRADES])
     return BacktestResult(
@@ -250,10 +275,7 @@ def _prepare_signals(
             raise BacktestError(f"Signals.{name} has shape {array.shape}, expected ({n},)")
         floats.append(array)
         flags.append(True)
-    if config.trail_mult > 0 and not flags[3]:
-        raise BacktestError("SimConfig.trail_mult > 0 needs Signals.trail_distance (e.g. an ATR)")
-    if config.sizing == "risk" and not flags[0]:
-        raise BacktestError("SimConfig.sizing='risk' needs Signals.stop_distance")
+    check_signal_needs(config, has_stop=flags[0], has_trail=flags[3])
     codes, entries = pack_codes(*booleans)
     return (
         read_only(codes, np.uint8),

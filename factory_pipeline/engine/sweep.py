@@ -11,7 +11,9 @@ Two paths, same simulator kernel, same numbers:
   are kept — never a per-configuration equity curve or signal array.
 
 Each row equals ``compute_metrics(simulate(frame, signals, config))`` for that configuration
-exactly (tested), because both paths run the kernel that ``simulate`` runs.
+exactly (tested), because both paths run the kernel that ``simulate`` runs. The same block-wise
+fusion serves one configuration: :meth:`CrossoverFamily.backtest` equals ``simulate`` on the
+family's signals, trade records and equity curve included.
 
 Crossover tie rule (as backtesting.py's ``crossover``): fast crosses above slow at bar t iff
 ``fast[t-1] < slow[t-1] and fast[t] > slow[t]``; an exact tie on either bar is no crossover.
@@ -36,10 +38,11 @@ from numba import njit, prange
 
 from factory_pipeline.engine.config import SimConfig, pack_config
 from factory_pipeline.engine.metrics import METRIC_NAMES, init_stats, metrics_from_stats
-from factory_pipeline.engine.results import TRADE_DTYPE
+from factory_pipeline.engine.results import TRADE_DTYPE, BacktestResult
 from factory_pipeline.engine.simulator import (
     S_AMBIGUOUS,
     S_ERROR,
+    S_N_TRADES,
     S_SIDE,
     S_SKIPPED,
     SIG_ENTRY_LONG,
@@ -47,8 +50,11 @@ from factory_pipeline.engine.simulator import (
     SIG_EXIT_LONG,
     SIG_EXIT_SHORT,
     Signals,
+    backtest_result,
     borrow,
     borrow_readonly,
+    check_frame,
+    check_signal_needs,
     init_state,
     prepare_market,
     prepare_signals,
@@ -59,8 +65,8 @@ from factory_pipeline.engine.simulator import (
 from factory_pipeline.errors import BacktestError, ConfigError
 from factory_pipeline.market.frame import MarketFrame
 from factory_pipeline.strategy.language.indicators import (
-    rolling_mean_init,
-    rolling_mean_step,
+    rolling_mean_pair,
+    rolling_mean_pair_init,
     sma,
 )
 
@@ -109,6 +115,53 @@ class CrossoverFamily:
             self.direction != "short", self.direction != "long",
         )  # fmt: skip
         return Signals(entry_long, exit_long, entry_short, exit_short)
+
+    def backtest(
+        self, frame: MarketFrame, params: Mapping[str, Any], config: SimConfig
+    ) -> BacktestResult:
+        """``simulate(frame, self.signals(frame, params), config)``, exactly (equity curve,
+        trades, open trade, metrics accumulators), in one fused pass: block by block, the two
+        moving averages advance into a small buffer, the block's signal codes are written to
+        another and the simulator kernel runs the block. No per-bar average or signal array
+        is materialized (``simulate`` needs six: two averages' worth of booleans, their
+        packed codes and the copies the generic API makes)."""
+        fast, slow = self.windows(params)
+        check_frame(frame)
+        check_signal_needs(config, has_stop=False, has_trail=False)
+        n = len(frame)
+        market = prepare_market(frame, config)
+        close = market[5]
+        block = max(1, min(n, AVERAGE_BLOCK_BARS))
+        # trades: at most two closes per bar (an exit at the open, then a stop of the position
+        # opened there); the kernel stops before a block could overflow the buffer, and the
+        # buffer grows and the kernel resumes
+        trades = np.empty(_initial_trade_capacity(n, block), dtype=TRADE_DTYPE)
+        equity = np.empty(n, dtype=np.float64)
+        state = init_state(config)
+        stats = init_stats(config.initial_cash, int(frame.open_time[0]), int(frame.close_time[0]))
+        cfg = pack_config(config, n)
+        up_code = np.uint8(_EXITS | (SIG_ENTRY_LONG if self.direction != "short" else 0))
+        down_code = np.uint8(_EXITS | (SIG_ENTRY_SHORT if self.direction != "long" else 0))
+        fast_buf = np.empty(block)
+        slow_buf = np.empty(block)
+        codes = np.empty(block, dtype=np.uint8)
+        carry = _averages_init(close)
+        start = 0
+        while True:
+            start, carry = _crossover_backtest_kernel(
+                close, fast, slow, self.kind == "ema", up_code, down_code, start, carry,
+                fast_buf, slow_buf, codes, *market, _NO_FLOAT, cfg, state, stats, trades, equity,
+            )  # fmt: skip
+            if start >= n or state[S_ERROR] != 0.0:
+                break
+            grown = np.empty(2 * trades.shape[0] + 4 * block, dtype=TRADE_DTYPE)
+            kept = int(state[S_N_TRADES])
+            grown[:kept] = trades[:kept]
+            trades = grown
+        kept = int(state[S_N_TRADES])
+        if 4 * kept < trades.shape[0]:
+            trades = trades[:kept].copy()  # do not keep a mostly unused buffer alive
+        return backtest_result(frame, config, state, stats, trades, equity)
 
     def windows(self, params: Mapping[str, Any]) -> tuple[int, int]:
         """(fast, slow) from ``params``, validated as positive integers."""
@@ -226,38 +279,62 @@ def ewm_mean(values, span):
 @njit(cache=True, nogil=True)
 def crossover_signals(close, fast, slow, kind_ema, allow_long, allow_short):
     """The family's four signal arrays in one pass over ``close``: both moving averages advance
-    side by side and crossovers (strict tie rule) are marked as they appear: every crossover
-    exits, an allowed direction also enters. Same arithmetic as :func:`rolling_mean` /
-    :func:`ewm_mean` and :func:`crossovers`."""
+    side by side (block by block, through two small cache-resident buffers) and crossovers
+    (strict tie rule) are marked as they appear: every crossover exits, an allowed direction
+    also enters. Same arithmetic as :func:`rolling_mean` / :func:`ewm_mean` and
+    :func:`crossovers`."""
     n = close.shape[0]
-    up = np.zeros(n, dtype=np.bool_)
-    down = np.zeros(n, dtype=np.bool_)
-    fp = math.nan
-    sp = math.nan
-    if kind_ema:
-        fast_state = _ewm_init()
-        slow_state = _ewm_init()
-        for i in range(n):
-            fc, fast_state = _ewm_step(close[i], i, fast, fast_state)
-            sc, slow_state = _ewm_step(close[i], i, slow, slow_state)
-            up[i] = fp < sp and fc > sc
-            down[i] = fp > sp and fc < sc
+    up = np.empty(n, dtype=np.bool_)
+    down = np.empty(n, dtype=np.bool_)
+    block = max(1, min(n, AVERAGE_BLOCK_BARS))
+    fast_buf = np.empty(block)
+    slow_buf = np.empty(block)
+    carry = _averages_init(close)
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        carry = _averages_block(close, b0, b1, fast, slow, kind_ema, carry, fast_buf, slow_buf)
+        fp = carry[3]
+        sp = carry[4]
+        for i in range(b0, b1):
+            fc = fast_buf[i - b0]
+            sc = slow_buf[i - b0]
+            up[i] = (fp < sp) & (fc > sc)
+            down[i] = (fp > sp) & (fc < sc)
             fp = fc
             sp = sc
-    else:
-        fast_sum = rolling_mean_init(close)
-        slow_sum = rolling_mean_init(close)
-        for i in range(n):
-            fc, fast_sum = rolling_mean_step(close, i, fast, fast_sum)
-            sc, slow_sum = rolling_mean_step(close, i, slow, slow_sum)
-            up[i] = fp < sp and fc > sc
-            down[i] = fp > sp and fc < sc
-            fp = fc
-            sp = sc
+        carry = (carry[0], carry[1], carry[2], fp, sp)
     either = up | down
     entry_long = up if allow_long else np.zeros(n, dtype=np.bool_)
     entry_short = down if allow_short else np.zeros(n, dtype=np.bool_)
     return entry_long, either, entry_short, either.copy()
+
+
+#: Bars per block of :func:`crossover_signals` and the fused single backtest: the two moving
+#: averages of a block (16 KB) stay in L1 between computing them and reading them.
+AVERAGE_BLOCK_BARS = 1024
+
+
+@njit(cache=True)
+def _averages_init(close):
+    """Initial carry of :func:`_averages_block`: (SMA pair state, fast EMA state, slow EMA
+    state, fast average at the previous bar, slow average at the previous bar)."""
+    return (rolling_mean_pair_init(close), _ewm_init(), _ewm_init(), math.nan, math.nan)
+
+
+@njit(cache=True, nogil=True)
+def _averages_block(close, b0, b1, fast, slow, kind_ema, carry, fast_buf, slow_buf):
+    """Both moving averages of bars ``[b0, b1)`` into ``fast_buf`` / ``slow_buf`` (index
+    ``i - b0``); returns the carry with the averages' states advanced (the previous-bar values
+    are the caller's to update)."""
+    pair, fast_ewm, slow_ewm, fp, sp = carry
+    if kind_ema:
+        for i in range(b0, b1):
+            val = close[i]
+            fast_buf[i - b0], fast_ewm = _ewm_step(val, i, fast, fast_ewm)
+            slow_buf[i - b0], slow_ewm = _ewm_step(val, i, slow, slow_ewm)
+    else:
+        pair = rolling_mean_pair(close, b0, b1, fast, slow, pair, fast_buf, slow_buf, b0)
+    return pair, fast_ewm, slow_ewm, fp, sp
 
 
 @njit(cache=True, inline="always")
@@ -495,6 +572,59 @@ def _sweep_crossover_kernel(
                     no_equity_b,
                     False,
                 )
+
+
+def _initial_trade_capacity(n: int, block: int) -> int:
+    """Trade records allocated up front: one per 16 bars (a 10/20 SMA crossover on minute bars
+    trades about every 18), at least enough for two blocks; untouched capacity costs no
+    memory (the pages are never written)."""
+    return min(2 * n + 1, max(n // 16, 4 * block + 1))
+
+
+_EXITS = SIG_EXIT_LONG | SIG_EXIT_SHORT
+
+
+@njit(cache=True, nogil=True)
+def _crossover_backtest_kernel(
+    close, fast, slow, kind_ema, up_code, down_code, start, carry, fast_buf, slow_buf, codes,
+    open_time, close_time, op, hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, no_float,
+    cfg, st, stats, trades, equity,
+):  # fmt: skip
+    """The fused single crossover backtest from bar ``start``: per block of ``codes.shape[0]``
+    bars, advance both moving averages into the buffers, write the block's signal codes (as
+    :meth:`CrossoverFamily.signals` + ``pack_codes`` would) and run :func:`run_bars` on the
+    block with records. Returns (first bar not run, carry): it stops early, at a block
+    boundary, when the block could overflow ``trades``."""
+    n = close.shape[0]
+    block = codes.shape[0]
+    codes_ro = borrow_readonly(codes)
+    fp = carry[3]
+    sp = carry[4]
+    b0 = start
+    while b0 < n:
+        if st[S_N_TRADES] + 2 * block + 1 > trades.shape[0]:
+            break
+        b1 = min(n, b0 + block)
+        carry = _averages_block(close, b0, b1, fast, slow, kind_ema, carry, fast_buf, slow_buf)
+        for i in range(b0, b1):
+            k = np.uint64(i - b0)
+            fc = fast_buf[k]
+            sc = slow_buf[k]
+            # the two crossings exclude each other: select both without branches
+            up = np.uint8((fp < sp) & (fc > sc))
+            down = np.uint8((fp > sp) & (fc < sc))
+            codes[k] = (up_code * up) | (down_code * down)
+            fp = fc
+            sp = sc
+        run_bars(
+            b0, b1, open_time, close_time, op, hi, lo, cl, mk, fund_bar, fund_rate,
+            fund_missing, b0, codes_ro, no_float, no_float, no_float, no_float, False, False,
+            False, False, cfg, st, stats, trades, equity, True,
+        )  # fmt: skip
+        b0 = b1
+        if st[S_ERROR] != 0.0:
+            break
+    return b0, (carry[0], carry[1], carry[2], fp, sp)
 
 
 _NO_FLOAT = read_only(np.full(1, np.nan), np.float64)

@@ -107,7 +107,10 @@ def make_frame(
     oi_time: np.ndarray | None = None,
     oi_values: np.ndarray | None = None,
 ) -> MarketFrame:
-    """Build a frame from raw arrays, aligning funding and open interest point-in-time."""
+    """Build a frame from raw arrays, aligning funding and open interest point-in-time.
+
+    Without ``mark`` the mark price is the close: ``mark`` is then a read-only view of the
+    ``close`` array (no copy)."""
     n = len(open_time)
     ot = np.ascontiguousarray(open_time, dtype=np.int64)
     if n > 1 and np.any(np.diff(ot) <= 0):
@@ -129,13 +132,22 @@ def make_frame(
         low=f64(low),
         close=close_arr,
         volume=f64(volume) if volume is not None else np.zeros(n),
-        mark=f64(mark) if mark is not None else close_arr.copy(),
+        mark=f64(mark) if mark is not None else _read_only_view(close_arr),
         funding_rate=align_point_in_time(ft, fr, ct),
         open_interest=align_point_in_time(ot_oi, oi, ct),
         complete=np.ones(n, dtype=np.bool_),
         funding_time=ft,
         funding_rates=fr,
     )
+
+
+def _read_only_view(values: np.ndarray) -> np.ndarray:
+    """``values`` seen through a read-only view: the mark of a frame built without one *is* its
+    close (no copy, so a backtest streams one array for both), and cannot be written through
+    ``mark``."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
 
 
 def align_point_in_time(

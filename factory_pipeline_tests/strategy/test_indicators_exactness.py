@@ -107,3 +107,54 @@ def test_expressions_on_one_context_share_averages_and_match_separate_contexts()
     assert (cache.stats.hits, cache.stats.misses) == (0, 2)
     down.evaluate(EvalContext(frame, cache))
     assert (cache.stats.hits, cache.stats.misses) == (2, 2)
+
+
+def test_rolling_mean_pair_run_block_by_block_equals_pandas() -> None:
+    # the fused backtest advances the pair in blocks: any split must give pandas' values
+    rng = np.random.default_rng(21)
+    for _ in range(300):
+        n = int(rng.integers(0, 300))
+        x = _series(rng, int(rng.integers(0, 4)), n)
+        if rng.random() < 0.3:
+            x = -np.abs(x)  # windows of one sign: pandas' sign guards
+        n1, n2 = (int(w) for w in rng.integers(1, 40, 2))
+        out1, out2 = np.empty(n), np.empty(n)
+        state = indicators.rolling_mean_pair_init(x)
+        start = 0
+        while start < n:
+            stop = min(n, start + int(rng.integers(1, 60)))
+            state = indicators.rolling_mean_pair(
+                x, start, stop, n1, n2, state, out1[start:stop], out2[start:stop], start
+            )
+            start = stop
+        assert _same_bits(out1, pd.Series(x).rolling(n1).mean().to_numpy()), (n1, x)
+        assert _same_bits(out2, pd.Series(x).rolling(n2).mean().to_numpy()), (n2, x)
+
+
+def test_crosses_both_equals_the_two_crosses() -> None:
+    rng = np.random.default_rng(22)
+    for _ in range(100):
+        n = int(rng.integers(0, 80))
+        a = np.round(rng.normal(0, 2, n))
+        b = np.round(rng.normal(0, 2, n))
+        a[rng.random(n) < 0.1] = np.nan
+        above, below = indicators.crosses_both(a, b)
+        np.testing.assert_array_equal(above, indicators.crosses_above(a, b))
+        np.testing.assert_array_equal(below, indicators.crosses_below(a, b))
+
+
+def test_both_crossing_directions_of_one_pair_are_handed_over_not_shared() -> None:
+    frame = random_frame(400, seed=23)
+    specs = {"fast": {"type": "int", "default": 5, "min": 1}, "slow": {"type": "int", "default": 9}}
+    up = compile_expression("crosses_above(sma(close, fast), sma(close, slow))", parameters=specs)
+    down = compile_expression("crosses_below(sma(close, fast), sma(close, slow))", parameters=specs)
+    fast, slow = indicators.sma(frame.close, 5), indicators.sma(frame.close, 9)
+    context = EvalContext(frame)
+    got_up = up.evaluate(context)
+    got_down = down.evaluate(context)
+    np.testing.assert_array_equal(got_up, indicators.crosses_above(fast, slow))
+    np.testing.assert_array_equal(got_down, indicators.crosses_below(fast, slow))
+    got_down[:] = True  # the caller owns its array: later evaluations are unaffected
+    again = down.evaluate(context)
+    np.testing.assert_array_equal(again, indicators.crosses_below(fast, slow))
+    assert again is not got_down

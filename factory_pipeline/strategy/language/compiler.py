@@ -221,6 +221,7 @@ _DIGEST_ARRAYS = (
     "funding_rate", "open_interest", "complete", "funding_time", "funding_rates",
 )  # fmt: skip
 _DIGESTS: dict[int, tuple[weakref.ref, str]] = {}
+_CROSSES = (indicators.crosses_above, indicators.crosses_below)
 
 
 class _Run:
@@ -241,6 +242,8 @@ class _Run:
 
     def eval(self, expr: Expr, timeframe: str) -> np.ndarray:
         if not expr.cacheable:
+            if isinstance(expr, ApplyExpr) and expr.function in _CROSSES:
+                return self.crosses(expr, timeframe)
             return expr.compute(self, timeframe)
         assert self.ctx is not None
         key = self.key(expr)
@@ -254,6 +257,22 @@ class _Run:
             self.store(timeframe, key, value)
         self.memo[memo_key] = value
         return value
+
+    def crosses(self, expr: ApplyExpr, timeframe: str) -> np.ndarray:
+        """``crosses_above(a, b)`` or ``crosses_below(a, b)``. Strategies test both directions
+        of the same pair (entry and exit rules), so both are computed in one pass and the
+        other one is left in the memo for its first taker (handed over, not shared: each
+        array is returned once, so no caller sees another's array)."""
+        above = expr.function is indicators.crosses_above
+        left, right = expr.inputs
+        pair = f"{self.key(left)}, {self.key(right)}"
+        mine, other = ("above", "below") if above else ("below", "above")
+        value = self.memo.pop((timeframe, f"\0crosses_{mine}({pair})"), None)
+        if value is not None:
+            return value
+        up, down = indicators.crosses_both(self.eval(left, timeframe), self.eval(right, timeframe))
+        self.memo[(timeframe, f"\0crosses_{other}({pair})")] = down if above else up
+        return up if above else down
 
     def cached(self, timeframe: str, key: str) -> np.ndarray | None:
         """The IndicatorCache entry of ``key`` on ``timeframe`` (None without a cache)."""

@@ -180,6 +180,11 @@ def crosses_below(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _crosses(_f64(b), _f64(a))
 
 
+def crosses_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(crosses_above(a, b), crosses_below(a, b))`` in one pass over ``a`` and ``b``."""
+    return _crosses_both(_f64(a), _f64(b))
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -206,6 +211,22 @@ def _crosses(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+@njit(cache=True, nogil=True)
+def _crosses_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_crosses` of (a, b) and of (b, a) in one pass (the same comparisons)."""
+    n = a.shape[0]
+    above = np.empty(n, dtype=np.bool_)
+    below = np.empty(n, dtype=np.bool_)
+    if n == 0:
+        return above, below
+    above[0] = False
+    below[0] = False
+    for t in range(1, n):
+        above[t] = (a[t] > b[t]) & (a[t - 1] <= b[t - 1])
+        below[t] = (b[t] > a[t]) & (b[t - 1] <= a[t - 1])
+    return above, below
+
+
 @njit(cache=True)
 def _rolling_sum_kernel(x: np.ndarray, n: int, mean: bool) -> np.ndarray:
     """pandas' fixed-window Kahan sum (separate add/remove compensation), min_periods = n."""
@@ -223,57 +244,143 @@ def _rolling_sum_kernel(x: np.ndarray, n: int, mean: bool) -> np.ndarray:
 
 @njit(cache=True)
 def _rolling_mean_pair_kernel(x: np.ndarray, n1: int, n2: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two rolling means of ``x`` in one pass, each exactly :func:`_rolling_sum_kernel`'s.
-
-    Where both windows hold only numbers, one straight-line step advances both running sums
-    (:func:`rolling_mean_step`'s operations, in its order) and shares what does not depend on
-    the window: the new value's NaN and sign checks and pandas' constant-run counter (every
-    window sees the same values, so the counters are equal). Elsewhere each window takes
-    :func:`rolling_mean_step` itself."""
+    """Two rolling means of ``x`` in one pass (:func:`rolling_mean_pair`), each exactly
+    :func:`_rolling_sum_kernel`'s."""
     size = x.shape[0]
     out1 = np.empty(size)
     out2 = np.empty(size)
-    state1 = rolling_mean_init(x)
-    state2 = rolling_mean_init(x)
-    longest = max(n1, n2)
-    for i in range(size):
-        last_nan = state1[7]
-        val = x[i]
-        if val != val:
-            last_nan = i
-        if i - last_nan > longest:
-            nobs1, neg1, sum1, add1, rem1, same_run, prev_value, _ = state1
-            nobs2, neg2, sum2, add2, rem2, _, _, _ = state2
-            old1 = x[i - n1]
-            old2 = x[i - n2]
-            y = -old1 - rem1
-            t = sum1 + y
-            rem1 = t - sum1 - y
-            y = val - add1
-            sum1 = t + y
-            add1 = sum1 - t - y
-            y = -old2 - rem2
-            t = sum2 + y
-            rem2 = t - sum2 - y
-            y = val - add2
-            sum2 = t + y
-            add2 = sum2 - t - y
-            new_negative = _negative(val)
-            neg1 += new_negative - _negative(old1)
-            neg2 += new_negative - _negative(old2)
-            if val == prev_value:
-                same_run += 1
-            else:
-                same_run = 1
-            prev_value = val
-            out1[i] = _mean_result(n1, neg1, sum1, same_run, prev_value)
-            out2[i] = _mean_result(n2, neg2, sum2, same_run, prev_value)
-            state1 = (nobs1, neg1, sum1, add1, rem1, same_run, prev_value, last_nan)
-            state2 = (nobs2, neg2, sum2, add2, rem2, same_run, prev_value, last_nan)
-        else:
-            out1[i], state1 = rolling_mean_step(x, i, n1, state1)
-            out2[i], state2 = rolling_mean_step(x, i, n2, state2)
+    rolling_mean_pair(x, 0, size, n1, n2, rolling_mean_pair_init(x), out1, out2, 0)
     return out1, out2
+
+
+@njit(cache=True)
+def rolling_mean_pair_init(values):
+    """Initial state of :func:`rolling_mean_pair`: per window (nobs, negatives, sum, add
+    compensation, remove compensation), then what every window shares: (constant run, last
+    value, index of the last NaN, of the last value with its sign bit set, of the last one
+    without, whether the negative counts are stale)."""
+    prev = values[0] if values.shape[0] > 0 else np.nan
+    return (0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, 0.0, 0, prev, -1, -1, -1, False)
+
+
+@njit(cache=True, nogil=True)
+def rolling_mean_pair(values, start, stop, n1, n2, state, out1, out2, out_offset):
+    """Advance two of pandas' rolling means (windows ``n1`` and ``n2``) over bars
+    ``[start, stop)``, writing bar ``i``'s means to ``out1`` / ``out2`` at ``i - out_offset``;
+    returns the new state. Each mean is bit-identical to :func:`rolling_mean_step`'s.
+
+    Two independent Kahan chains are latency bound (four dependent additions per bar), so one
+    pass can advance both in about the time of one, provided the rest of a bar costs few
+    instructions. Where both windows (and the values leaving them) hold only numbers, bars run
+    in a tight loop with :func:`rolling_mean_step`'s arithmetic, in its order, sharing what
+    does not depend on the window: the NaN check, pandas' constant-run counter and its sign
+    guards. pandas counts the window's negatives (sign bit set) to zero a mean whose sign
+    contradicts a window of one sign; on a window of numbers that is "no value with the sign
+    bit in the last n bars" (``i - last_negative >= n``) or "no value without it", which two
+    shared indices answer, so the counts are not kept in the loop: they are recounted from
+    the window when a NaN sends the windows back to the general path (one
+    :func:`rolling_mean_step` per window), at most once per ``max(n1, n2)`` bars.
+
+    The state is a tuple so that a caller can run the bars block by block (the engine's fused
+    crossover backtest) with results identical to one pass.
+    """
+    (
+        nobs1, neg1, sum1, add1, rem1, nobs2, neg2, sum2, add2, rem2, same_run, prev_value,
+        last_nan, last_negative, last_positive, stale,
+    ) = state  # fmt: skip
+    longest = max(n1, n2)
+    i = start
+    while i < stop:
+        if i - last_nan > longest:
+            # ---- tight loop: both windows full of numbers; stops at the first NaN ----------
+            while i < stop:
+                u = np.uint64(i)
+                val = values[u]
+                if val != val:
+                    break
+                old1 = values[np.uint64(i - n1)]
+                old2 = values[np.uint64(i - n2)]
+                y = -old1 - rem1
+                t = sum1 + y
+                rem1 = t - sum1 - y
+                y = val - add1
+                sum1 = t + y
+                add1 = sum1 - t - y
+                y = -old2 - rem2
+                t = sum2 + y
+                rem2 = t - sum2 - y
+                y = val - add2
+                sum2 = t + y
+                add2 = sum2 - t - y
+                if _negative(val):
+                    last_negative = i
+                else:
+                    last_positive = i
+                if val == prev_value:
+                    same_run += 1
+                else:
+                    same_run = 1
+                prev_value = val
+                k = np.uint64(i - out_offset)
+                out1[k] = _window_mean(
+                    sum1, n1, i, same_run, prev_value, last_negative, last_positive
+                )
+                out2[k] = _window_mean(
+                    sum2, n2, i, same_run, prev_value, last_negative, last_positive
+                )
+                stale = True
+                i += 1
+            if i >= stop:
+                break
+        # ---- general path: warm-up and windows holding a NaN ------------------------------
+        if stale:
+            neg1 = _count_negative(values, i - n1, i)
+            neg2 = _count_negative(values, i - n2, i)
+            stale = False
+        m1, s1 = rolling_mean_step(
+            values, i, n1, (nobs1, neg1, sum1, add1, rem1, same_run, prev_value, last_nan)
+        )
+        m2, s2 = rolling_mean_step(
+            values, i, n2, (nobs2, neg2, sum2, add2, rem2, same_run, prev_value, last_nan)
+        )
+        nobs1, neg1, sum1, add1, rem1, same_run, prev_value, last_nan = s1
+        nobs2, neg2, sum2, add2, rem2, _, _, _ = s2
+        val = values[i]
+        if val == val:
+            if _negative(val):
+                last_negative = i
+            else:
+                last_positive = i
+        out1[i - out_offset] = m1
+        out2[i - out_offset] = m2
+        i += 1
+    return (
+        nobs1, neg1, sum1, add1, rem1, nobs2, neg2, sum2, add2, rem2, same_run, prev_value,
+        last_nan, last_negative, last_positive, stale,
+    )  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _window_mean(sum_x, n, i, same_run, prev_value, last_negative, last_positive):
+    """:func:`_mean_result` for a window of ``n`` numbers ending at bar ``i``, with pandas'
+    negative count replaced by the indices of the last negative / non-negative value."""
+    result = sum_x / n
+    if same_run >= n:
+        result = prev_value
+    elif (result < 0.0 and i - last_negative >= n) or (result > 0.0 and i - last_positive >= n):
+        result = 0.0
+    return result
+
+
+@njit(cache=True, inline="always")
+def _count_negative(values, start, stop):
+    """Values with the sign bit set among the numbers of ``values[start:stop]``."""
+    count = 0
+    for k in range(max(start, 0), stop):
+        v = values[k]
+        if v == v:
+            count += _negative(v)
+    return count
 
 
 @njit(cache=True, inline="always")
