@@ -158,3 +158,50 @@ def test_both_crossing_directions_of_one_pair_are_handed_over_not_shared() -> No
     again = down.evaluate(context)
     np.testing.assert_array_equal(again, indicators.crosses_below(fast, slow))
     assert again is not got_down
+
+
+def test_sma_pair_with_its_crossings_equals_pandas_and_the_crossings_of_it() -> None:
+    rng = np.random.default_rng(24)
+    for case in range(60):
+        n = int(rng.integers(0, 2_600))  # blocks of 1,024: several boundaries, partial blocks
+        x = _series(rng, case % 4, n)
+        n1, n2 = (int(w) for w in rng.integers(1, 1_500 if case % 5 == 0 else 40, 2))
+        a, b, above, below = indicators.sma_pair_crosses(x, n1, n2)
+        assert _same_bits(a, pd.Series(x).rolling(n1).mean().to_numpy()), (n1, case)
+        assert _same_bits(b, pd.Series(x).rolling(n2).mean().to_numpy()), (n2, case)
+        ref_above = np.zeros(n, dtype=bool)
+        ref_below = np.zeros(n, dtype=bool)
+        ref_above[1:] = (a[1:] > b[1:]) & (a[:-1] <= b[:-1])
+        ref_below[1:] = (b[1:] > a[1:]) & (b[:-1] <= a[:-1])
+        np.testing.assert_array_equal(above, ref_above)
+        np.testing.assert_array_equal(below, ref_below)
+
+
+def test_a_crossed_average_pair_is_computed_with_its_crossings_in_one_pass(monkeypatch) -> None:
+    frame = random_frame(3_000, seed=25)
+    calls: list[tuple[int, int]] = []
+    fused = indicators.sma_pair_crosses
+
+    def counting(x, n1, n2):
+        calls.append((n1, n2))
+        return fused(x, n1, n2)
+
+    monkeypatch.setattr(indicators, "sma_pair_crosses", counting)
+    specs = {
+        "fast": {"type": "int", "default": 8, "min": 1},
+        "slow": {"type": "int", "default": 30},
+    }
+    up = compile_expression("crosses_above(sma(close, fast), sma(close, slow))", parameters=specs)
+    down = compile_expression("crosses_below(sma(close, fast), sma(close, slow))", parameters=specs)
+    context = EvalContext(frame)
+    got_up, got_down = up.evaluate(context), down.evaluate(context)
+    assert calls == [(8, 30)]  # one fused pass serves both expressions
+    fast, slow = indicators.sma(frame.close, 8), indicators.sma(frame.close, 30)
+    np.testing.assert_array_equal(got_up, indicators.crosses_above(fast, slow))
+    np.testing.assert_array_equal(got_down, indicators.crosses_below(fast, slow))
+    # with a cache the averages are stored as before; the crossings are never cached
+    cache = IndicatorCache()
+    np.testing.assert_array_equal(up.evaluate(EvalContext(frame, cache)), got_up)
+    assert (cache.stats.hits, cache.stats.misses) == (0, 2)
+    np.testing.assert_array_equal(down.evaluate(EvalContext(frame, cache)), got_down)
+    assert (cache.stats.hits, cache.stats.misses) == (2, 2)

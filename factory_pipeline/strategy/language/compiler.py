@@ -265,13 +265,13 @@ class _Run:
         array is returned once, so no caller sees another's array)."""
         above = expr.function is indicators.crosses_above
         left, right = expr.inputs
-        pair = f"{self.key(left)}, {self.key(right)}"
+        keys = (self.key(left), self.key(right))
         mine, other = ("above", "below") if above else ("below", "above")
-        value = self.memo.pop((timeframe, f"\0crosses_{mine}({pair})"), None)
+        value = self.memo.pop((timeframe, _crosses_key(mine, *keys)), None)
         if value is not None:
             return value
         up, down = indicators.crosses_both(self.eval(left, timeframe), self.eval(right, timeframe))
-        self.memo[(timeframe, f"\0crosses_{other}({pair})")] = down if above else up
+        self.memo[(timeframe, _crosses_key(other, *keys))] = down if above else up
         return up if above else down
 
     def cached(self, timeframe: str, key: str) -> np.ndarray | None:
@@ -326,13 +326,22 @@ class _Run:
             )
 
 
+def _crosses_key(direction: str, left_key: str, right_key: str) -> str:
+    """Memo key of ``crosses_<direction>(left, right)`` handed over by :meth:`_Run.crosses`."""
+    return f"\0crosses_{direction}({left_key}, {right_key})"
+
+
 def _batch_moving_averages(run: _Run, expr: Expr, timeframe: str) -> None:
     """Compute the not yet known ``sma`` nodes of one input together (two windows per pass,
     :func:`indicators.sma_many`, bit-identical to one at a time) and put them where
     ``run.eval`` finds them: the memo, and the cache exactly as ``run.eval`` would (one lookup
-    and, on a miss, one store per distinct node). Nodes under ``tf()`` are left to ``run.eval``
-    (other timeframe)."""
+    and, on a miss, one store per distinct node). A pair that a ``crosses_above`` /
+    ``crosses_below`` node compares is computed with its crossings in the same pass
+    (:func:`indicators.sma_pair_crosses`), both directions left in the memo for
+    :meth:`_Run.crosses` to hand over. Nodes under ``tf()`` are left to ``run.eval`` (other
+    timeframe)."""
     groups: dict[str, tuple[Expr, dict[str, int]]] = {}
+    crossed: list[tuple[str, str]] = []
     stack = [expr]
     while stack:
         node = stack.pop()
@@ -345,6 +354,13 @@ def _batch_moving_averages(run: _Run, expr: Expr, timeframe: str) -> None:
                 source = node.inputs[0]
                 group = groups.setdefault(run.key(source), (source, {}))
                 group[1][key] = run.window(node.windows[0])
+        elif isinstance(node, ApplyExpr) and node.function in _CROSSES:
+            left, right = node.inputs
+            if all(
+                isinstance(side, ApplyExpr) and side.function is indicators.sma
+                for side in (left, right)
+            ):
+                crossed.append((run.key(left), run.key(right)))
     for source, windows in groups.values():
         if len(windows) < 2:
             continue  # nothing to share: run.eval computes it as usual
@@ -357,7 +373,20 @@ def _batch_moving_averages(run: _Run, expr: Expr, timeframe: str) -> None:
                 run.memo[(timeframe, key)] = value
         if not missing:
             continue
-        averages = indicators.sma_many(run.eval(source, timeframe), list(missing.values()))
+        values = run.eval(source, timeframe)
+        for left, right in crossed:
+            if left == right or left not in missing or right not in missing:
+                continue
+            a, b, up, down = indicators.sma_pair_crosses(values, missing[left], missing[right])
+            for key, value in ((left, a), (right, b)):
+                run.store(timeframe, key, value)
+                run.memo[(timeframe, key)] = value
+                del missing[key]
+            run.memo[(timeframe, _crosses_key("above", left, right))] = up
+            run.memo[(timeframe, _crosses_key("below", left, right))] = down
+        if not missing:
+            continue
+        averages = indicators.sma_many(values, list(missing.values()))
         for key, value in zip(missing, averages, strict=True):
             run.store(timeframe, key, value)
             run.memo[(timeframe, key)] = value

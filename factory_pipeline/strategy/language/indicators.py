@@ -57,6 +57,21 @@ def sma_many(x: np.ndarray, windows: Sequence[int]) -> list[np.ndarray]:
     return out
 
 
+def sma_pair_crosses(
+    x: np.ndarray, n1: int, n2: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, crosses_above(a, b), crosses_below(a, b))`` for ``a = sma(x, n1)``,
+    ``b = sma(x, n2)``, bit-identical to computing them one by one: the crossings of each
+    block are marked while its averages are still in cache, instead of re-reading both whole
+    arrays (a strategy tests its moving-average pair in both directions)."""
+    values = _f64(x)
+    return _sma_pair_crosses_kernel(values, _window(n1), _window(n2), _CROSS_BLOCK)
+
+
+#: Bars per block of :func:`sma_pair_crosses` (both averages of a block stay in L1).
+_CROSS_BLOCK = 1024
+
+
 def rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
     """Sum of ``x[t-n+1..t]``; first value at ``t = n-1``."""
     return _rolling_sum_kernel(_f64(x), _window(n), False)
@@ -222,9 +237,35 @@ def _crosses_both(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     above[0] = False
     below[0] = False
     for t in range(1, n):
-        above[t] = (a[t] > b[t]) & (a[t - 1] <= b[t - 1])
-        below[t] = (b[t] > a[t]) & (b[t - 1] <= a[t - 1])
+        u = np.uint64(t)  # unsigned: no negative-index wraparound code
+        p = np.uint64(t - 1)
+        above[u] = (a[u] > b[u]) & (a[p] <= b[p])
+        below[u] = (b[u] > a[u]) & (b[p] <= a[p])
     return above, below
+
+
+@njit(cache=True, nogil=True)
+def _sma_pair_crosses_kernel(x, n1, n2, block):
+    """:func:`sma_pair_crosses`: per block, the pair of means, then the block's crossings."""
+    size = x.shape[0]
+    out1 = np.empty(size)
+    out2 = np.empty(size)
+    above = np.empty(size, dtype=np.bool_)
+    below = np.empty(size, dtype=np.bool_)
+    if size == 0:
+        return out1, out2, above, below
+    above[0] = False
+    below[0] = False
+    state = rolling_mean_pair_init(x)
+    for start in range(0, size, block):
+        stop = min(size, start + block)
+        state = rolling_mean_pair(x, start, stop, n1, n2, state, out1, out2, 0)
+        for t in range(max(start, 1), stop):  # _crosses_both's comparisons
+            u = np.uint64(t)  # unsigned: no negative-index wraparound code
+            p = np.uint64(t - 1)
+            above[u] = (out1[u] > out2[u]) & (out1[p] <= out2[p])
+            below[u] = (out2[u] > out1[u]) & (out2[p] <= out1[p])
+    return out1, out2, above, below
 
 
 @njit(cache=True)
