@@ -296,10 +296,12 @@ def crossover_signals(close, fast, slow, kind_ema, allow_long, allow_short):
         fp = carry[3]
         sp = carry[4]
         for i in range(b0, b1):
-            fc = fast_buf[i - b0]
-            sc = slow_buf[i - b0]
-            up[i] = (fp < sp) & (fc > sc)
-            down[i] = (fp > sp) & (fc < sc)
+            k = np.uint64(i - b0)  # unsigned: no negative-index wraparound code
+            u = np.uint64(i)
+            fc = fast_buf[k]
+            sc = slow_buf[k]
+            up[u] = (fp < sp) & (fc > sc)
+            down[u] = (fp > sp) & (fc < sc)
             fp = fc
             sp = sc
         carry = (carry[0], carry[1], carry[2], fp, sp)
