@@ -259,7 +259,7 @@ def _sma_pair_crosses_kernel(x, n1, n2, block):
     state = rolling_mean_pair_init(x)
     for start in range(0, size, block):
         stop = min(size, start + block)
-        state = rolling_mean_pair(x, start, stop, n1, n2, state, out1, out2, 0)
+        state = rolling_mean_pair(x, start, stop, n1, n2, state, out1, out2, np.int64(0))
         for t in range(max(start, 1), stop):  # _crosses_both's comparisons
             u = np.uint64(t)  # unsigned: no negative-index wraparound code
             p = np.uint64(t - 1)
@@ -290,7 +290,8 @@ def _rolling_mean_pair_kernel(x: np.ndarray, n1: int, n2: int) -> tuple[np.ndarr
     size = x.shape[0]
     out1 = np.empty(size)
     out2 = np.empty(size)
-    rolling_mean_pair(x, 0, size, n1, n2, rolling_mean_pair_init(x), out1, out2, 0)
+    start = np.int64(0)
+    rolling_mean_pair(x, start, size, n1, n2, rolling_mean_pair_init(x), out1, out2, start)
     return out1, out2
 
 
@@ -301,7 +302,26 @@ def rolling_mean_pair_init(values):
     value, index of the last NaN, of the last value with its sign bit set, of the last one
     without, whether the negative counts are stale)."""
     prev = values[0] if values.shape[0] > 0 else np.nan
-    return (0, 0, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, 0.0, 0, prev, -1, -1, -1, False)
+    zero, none = np.int64(0), np.int64(-1)  # typed, not literals: one compiled signature
+    stale = np.bool_(False)
+    return (
+        zero,
+        zero,
+        0.0,
+        0.0,
+        0.0,
+        zero,
+        zero,
+        0.0,
+        0.0,
+        0.0,
+        zero,
+        prev,
+        none,
+        none,
+        none,
+        stale,
+    )
 
 
 @njit(cache=True, nogil=True)
