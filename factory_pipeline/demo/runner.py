@@ -629,22 +629,15 @@ def _regimes(market: MarketStore, cache: RunnerCache, symbol: str) -> pa.Table:
 def _latest_forecast(
     docs: DocumentStore, system_id: str, symbol: str, before_ms: int
 ) -> ForecastDoc | None:
-    with docs.store.connect() as con:
-        rows = con.execute(
-            "SELECT doc FROM forecasts WHERE system_id = ? AND symbol = ? "
-            "AND CAST(json_extract_string(doc, '$.decision_time') AS TIMESTAMPTZ) "
-            "< make_timestamptz(? * 1000) "
-            "ORDER BY CAST(json_extract_string(doc, '$.decision_time') AS TIMESTAMPTZ) DESC "
-            "LIMIT 1",
-            [system_id, symbol, int(before_ms)],
-        ).fetchall()
-    return ForecastDoc.model_validate_json(rows[0][0]) if rows else None
+    """The latest forecast of (system, symbol) decided strictly before ``before_ms``."""
+    return _latest_forecasts(docs, [(system_id, symbol)], before_ms).get((system_id, symbol))
 
 
 def _latest_forecasts(
     docs: DocumentStore, keys: list[tuple[str, str]], before_ms: int
 ) -> dict[tuple[str, str], ForecastDoc]:
-    """:func:`_latest_forecast` of many (system, symbol) pairs in one query."""
+    """The latest forecast decided strictly before ``before_ms`` of each (system, symbol) pair
+    that has one, in one query."""
     system_ids = sorted({system_id for system_id, _ in keys})
     wanted = set(keys)
     with docs.store.connect() as con:

@@ -558,7 +558,6 @@ class OrderGateway:
                 logger.warning("%s: batch settlement reads failed (%s); one by one", symbol, exc)
                 orders, rows = [], []
             by_link = {str(o.get("orderLinkId") or ""): o for o in orders}
-            links = {i.order_link_id: i.system_id for i in intents}
             settlements: list[tuple[OrderIntent, list[Fill]]] = []
             stragglers: list[OrderIntent] = []
             for intent in intents:
@@ -567,13 +566,7 @@ class OrderGateway:
                     stragglers.append(intent)
                     continue
                 updated = apply_venue_order(intent, order, self.clock_ms())
-                fills = [
-                    f
-                    for f in (execution_to_fill(r, links) for r in rows)
-                    if f is not None
-                    and f.order_link_id == intent.order_link_id
-                    and f.order_id == updated.order_id
-                ]
+                fills = _fills_of(updated, rows) if updated.order_id else []
                 if sum(f.qty for f in fills) < updated.filled_qty - 1e-12:
                     stragglers.append(intent)  # executions not all visible yet
                     continue
@@ -594,7 +587,6 @@ class OrderGateway:
     def _order_fills(self, intent: OrderIntent) -> list[Fill]:
         """The order's executions (waiting up to ``fill_wait_s`` for all of them to show)."""
         deadline = time.monotonic() + self.fill_wait_s
-        links = {intent.order_link_id: intent.system_id}
         while True:
             try:
                 rows = self._venue_call(
@@ -607,11 +599,7 @@ class OrderGateway:
                     exc,
                 )
                 return []
-            fills = [
-                f
-                for f in (execution_to_fill(r, links) for r in rows)
-                if f is not None and f.order_id == intent.order_id
-            ]
+            fills = _fills_of(intent, rows)
             if sum(f.qty for f in fills) >= intent.filled_qty - 1e-12:
                 return fills
             if time.monotonic() > deadline:
@@ -874,6 +862,16 @@ def execution_to_fill(row: dict[str, Any], link_systems: dict[str, str]) -> Fill
         exec_type=str(row.get("execType") or "Trade"),
         is_maker=bool(row.get("isMaker", False)),
     )
+
+
+def _fills_of(intent: OrderIntent, rows: list[dict[str, Any]]) -> list[Fill]:
+    """The executions among ``rows`` of the intent's venue order, as its system's fills."""
+    links = {intent.order_link_id: intent.system_id}
+    return [
+        f
+        for f in (execution_to_fill(r, links) for r in rows)
+        if f is not None and f.order_id == intent.order_id
+    ]
 
 
 def _outcome(

@@ -105,32 +105,18 @@ class TradingLedger:
 
     def save_settlement(self, intent: OrderIntent, fills: Iterable[Fill]) -> int:
         """The intent's venue state and its new fills, in one commit; returns new fills."""
-        with self.store.transaction() as con:
-            _write_intent(con, intent, new=False)
-            new = _insert_new_fills(con, fills)
-        self._intent_written(intent)
-        self._fills_written(new)
-        return len(new)
+        return self.save_settlements([(intent, list(fills))])
 
     def intents(
         self, *, statuses: Iterable[str] | None = None, system_id: str | None = None
     ) -> list[OrderIntent]:
-        clauses, params = [], []
-        if statuses is not None:
-            wanted = list(statuses)
-            if not wanted:
-                return []
-            clauses.append(f"status IN ({', '.join('?' * len(wanted))})")
-            params.extend(wanted)
-        if system_id is not None:
-            clauses.append("system_id = ?")
-            params.append(system_id)
-        sql = f"SELECT {', '.join(_INTENT_COLUMNS)} FROM trading_order_intents"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY created_ms, order_link_id"
-        with self.store.connect() as con:
-            rows = con.execute(sql, params).fetchall()
+        wanted = list(statuses) if statuses is not None else None
+        if wanted == []:
+            return []
+        rows = self._select(
+            "trading_order_intents", _INTENT_COLUMNS, "created_ms, order_link_id",
+            status=wanted, system_id=system_id,
+        )  # fmt: skip
         return [_intent(r) for r in rows]
 
     def intent_systems(self, order_link_ids: Iterable[str]) -> dict[str, str]:
@@ -194,19 +180,10 @@ class TradingLedger:
         return count
 
     def fills(self, *, system_id: str | None = None, symbol: str | None = None) -> list[Fill]:
-        clauses, params = [], []
-        if system_id is not None:
-            clauses.append("system_id = ?")
-            params.append(system_id)
-        if symbol is not None:
-            clauses.append("symbol = ?")
-            params.append(symbol)
-        sql = f"SELECT {', '.join(_FILL_COLUMNS)} FROM trading_fills"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY exec_time_ms, exec_id"
-        with self.store.connect() as con:
-            rows = con.execute(sql, params).fetchall()
+        rows = self._select(
+            "trading_fills", _FILL_COLUMNS, "exec_time_ms, exec_id",
+            system_id=system_id, symbol=symbol,
+        )  # fmt: skip
         return [Fill(**dict(zip(_FILL_COLUMNS, r, strict=True))) for r in rows]
 
     def last_exec_time_ms(self) -> int | None:
@@ -322,6 +299,27 @@ class TradingLedger:
             out[system_id].append(reason)
         return dict(out)
 
+    def _select(
+        self, table: str, columns: list[str], order_by: str, **equal: object
+    ) -> list[tuple]:
+        """Rows of ``table`` whose columns equal the given values (a list: any of them; None:
+        any value), ordered by ``order_by``."""
+        clauses, params = [], []
+        for column, value in equal.items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                clauses.append(f"{column} IN ({', '.join('?' * len(value))})")
+                params.extend(value)
+            else:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {', '.join(columns)} FROM {table}"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        with self.store.connect() as con:
+            return con.execute(f"{sql} ORDER BY {order_by}", params).fetchall()
+
     # memos (see the module docstring) -------------------------------------------------------
     def _memo(self, key: str) -> dict | None:
         cache = self.store.pin_cache()
@@ -379,19 +377,10 @@ def with_pending(
     return out
 
 
-def position_from_fills(fills: Iterable[Fill]) -> PositionPnl:
-    """Average-cost position of a fill sequence: signed qty, entry price, realized PnL, fees.
-
-    A fill that crosses zero realizes the closed part and opens the rest at its own price.
-    """
-    position = _Position()
-    for fill in fills:
-        position.add(fill.side, fill.qty, fill.price, fill.fee)
-    return position.pnl()
-
-
 class _Position:
-    """The running average-cost accounting of :func:`position_from_fills`, one fill at a time."""
+    """Average-cost accounting of one (system, symbol), one fill at a time: signed qty, entry
+    price, realized PnL, fees. A fill that crosses zero realizes the closed part and opens the
+    rest at its own price."""
 
     __slots__ = ("qty", "avg", "realized", "fees", "last")
 
