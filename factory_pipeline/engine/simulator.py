@@ -613,14 +613,35 @@ def run_bars(
             if event < last_bar:
                 prefetch(op, np.uint64(event + 1))
                 prefetch(open_time, np.uint64(event + 1))
+            # a signal bar whose orders only wait for the next open is booked by the quiet
+            # run too (when its prices are quiet): the full rules would do nothing else there
+            book_signal = (
+                event < min(stop, wake)
+                and event < last_bar
+                and not fill_close
+                and not (trail_on and side != 0)
+            )
+            limit = event + 1 if book_signal else event
             if side == 0:
-                i, acc = _quiet_flat(i, event, close_time, cash, equity, record, acc)
+                i, acc = _quiet_flat(i, limit, close_time, cash, equity, record, acc)
             else:
                 i, hh, ll, exposure, acc = _quiet_position(
-                    i, event, op, hi, lo, cl, mk, close_time, equity, record, track_extremes,
+                    i, limit, op, hi, lo, cl, mk, close_time, equity, record, track_extremes,
                     price_levels, mark_levels, trig_lo, trig_hi, mark_lo, mark_hi, cash,
                     side * qty, entry_px, hh, ll, exposure, acc,
                 )  # fmt: skip
+            if book_signal and i == limit:
+                # step 6 of the full rules for the booked signal bar (never a fill at the close)
+                ue = np.uint64(event - sig_off)
+                pend_exit, pend_entry = _decide(
+                    codes[ue], side, event, entry_bar, fill_shift, max_bars
+                )
+                if pend_exit != 0 or pend_entry != 0:
+                    pend_stop = stop_dist[ue] if has_stop else math.nan
+                    pend_tp = tp_dist[ue] if has_tp else math.nan
+                    pend_size = size_arr[ue] if has_size else math.nan
+                    wake = i
+                continue
             if i >= stop:
                 break
         j = i - sig_off
@@ -780,34 +801,7 @@ def run_bars(
 
         # 6. decisions at the close (none on the last bar: nothing could fill them)
         if i < last_bar:
-            code = codes[uj]
-            go_long = (code & SIG_ENTRY_LONG) != 0
-            go_short = (code & SIG_ENTRY_SHORT) != 0
-            reason = 0
-            if side > 0:
-                if code & SIG_EXIT_LONG:
-                    reason = R_SIGNAL
-                elif go_short:
-                    reason = R_REVERSE
-            elif side < 0:
-                if code & SIG_EXIT_SHORT:
-                    reason = R_SIGNAL
-                elif go_long:
-                    reason = R_REVERSE
-            if (
-                side != 0
-                and reason == 0
-                and max_bars > 0
-                and i + fill_shift - entry_bar >= max_bars
-            ):
-                reason = R_TIME
-            enter = 0
-            if go_long and not go_short:
-                enter = 1
-            elif go_short and not go_long:
-                enter = -1
-            if enter == side and reason == 0:
-                enter = 0  # already positioned that way: no pyramiding
+            reason, enter = _decide(codes[uj], side, i, entry_bar, fill_shift, max_bars)
             if reason != 0 or enter != 0:
                 d_stop = stop_dist[uj] if has_stop else math.nan
                 d_tp = tp_dist[uj] if has_tp else math.nan
@@ -974,7 +968,16 @@ def _quiet_position(
         exposure += 1.0
         if record:
             equity[u] = eq
-        if close_time[u] <= day_end and _inside_band(eq, peak, trough):
+        if close_time[u] <= day_end and eq < peak:
+            # below the high, within the day: equity_step only records the bar and, at a new
+            # low, lowers the trough and deepens the drawdown. New lows come often after each
+            # trade's fees, so they are selected, not branched on: a mispredicted branch per
+            # new low cost more than the division
+            new_low = eq < trough
+            dd = 1.0 - eq / peak
+            deeper = new_low & (peak > 0) & (dd > max_dd)
+            trough = eq if new_low else trough
+            max_dd = dd if deeper else max_dd
             last_eq = eq
         else:
             (
@@ -1023,6 +1026,36 @@ def _triggers(
     trig_hi = stop_lv if stop_lv == stop_lv else inf
     mark_hi = liq_px if liq_px == liq_px else inf
     return -_nanmin3(-tp_lv, -part_lv, -be_level), trig_hi, -inf, mark_hi, time_bar
+
+
+@njit(cache=True, inline="always")
+def _decide(code, side, i, entry_bar, fill_shift, max_bars):
+    """The orders bar ``i``'s close decides for a position of ``side``: (exit reason or 0,
+    direction to enter or 0). An exit signal (or an entry the other way, a reversal) closes;
+    a due time stop closes; an entry opens unless already positioned that way."""
+    go_long = (code & SIG_ENTRY_LONG) != 0
+    go_short = (code & SIG_ENTRY_SHORT) != 0
+    reason = 0
+    if side > 0:
+        if code & SIG_EXIT_LONG:
+            reason = R_SIGNAL
+        elif go_short:
+            reason = R_REVERSE
+    elif side < 0:
+        if code & SIG_EXIT_SHORT:
+            reason = R_SIGNAL
+        elif go_long:
+            reason = R_REVERSE
+    if side != 0 and reason == 0 and max_bars > 0 and i + fill_shift - entry_bar >= max_bars:
+        reason = R_TIME
+    enter = 0
+    if go_long and not go_short:
+        enter = 1
+    elif go_short and not go_long:
+        enter = -1
+    if enter == side and reason == 0:
+        enter = 0  # already positioned that way: no pyramiding
+    return reason, enter
 
 
 @njit(cache=True, inline="always")
