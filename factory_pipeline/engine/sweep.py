@@ -151,6 +151,7 @@ class CrossoverFamily:
             start, carry = _crossover_backtest_kernel(
                 close, fast, slow, self.kind == "ema", up_code, down_code, start, carry,
                 fast_buf, slow_buf, codes, *market, _NO_FLOAT, cfg, state, stats, trades, equity,
+                False, True,
             )  # fmt: skip
             if start >= n or state[S_ERROR] != 0.0:
                 break
@@ -472,7 +473,7 @@ def _fused_crossover(
     try:
         _sweep_crossover_kernel(
             averages, fast_rows, slow_rows, allow_long, allow_short, group, codes, *market,
-            pack_config(config, n), states, stats, _NO_FLOAT, _NO_TRADES, _NO_EQUITY,
+            pack_config(config, n), states, stats, _NO_FLOAT, _NO_TRADES, _NO_EQUITY, False,
         )  # fmt: skip
     finally:
         numba.set_parallel_chunksize(previous_chunk)
@@ -487,7 +488,7 @@ def _fused_crossover(
 def _sweep_crossover_kernel(
     averages, fast_rows, slow_rows, allow_long, allow_short, group, codes, open_time,
     close_time, op, hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, cfg, states, stats,
-    no_float, no_trades, no_equity,
+    no_float, no_trades, no_equity, off,
 ):  # fmt: skip
     """Threads take groups of ``group`` configurations; a thread advances every configuration
     of its group over one block of bars before moving to the next block, so the block's bars
@@ -496,7 +497,8 @@ def _sweep_crossover_kernel(
 
     ``codes`` is a (configurations x block) scratch buffer for the signal codes of one block.
     All arrays come from the caller, so they can be borrowed (no reference counting): worker
-    threads would otherwise contend on the same counters at every call.
+    threads would otherwise contend on the same counters at every call. ``off`` is False as a
+    value, not a constant, so this kernel shares ``simulate``'s compiled ``run_bars``.
     """
     n = op.shape[0]
     n_cfg = fast_rows.shape[0]
@@ -563,16 +565,16 @@ def _sweep_crossover_kernel(
                     no_float_b,
                     no_float_b,
                     no_float_b,
-                    False,
-                    False,
-                    False,
-                    False,
+                    off,
+                    off,
+                    off,
+                    off,
                     cfg_b,
                     states_b[c],
                     stats_b[c],
                     no_trades_b,
                     no_equity_b,
-                    False,
+                    off,
                 )
 
 
@@ -590,13 +592,17 @@ _EXITS = SIG_EXIT_LONG | SIG_EXIT_SHORT
 def _crossover_backtest_kernel(
     close, fast, slow, kind_ema, up_code, down_code, start, carry, fast_buf, slow_buf, codes,
     open_time, close_time, op, hi, lo, cl, mk, fund_bar, fund_rate, fund_missing, no_float,
-    cfg, st, stats, trades, equity,
+    cfg, st, stats, trades, equity, off, on,
 ):  # fmt: skip
     """The fused single crossover backtest from bar ``start``: per block of ``codes.shape[0]``
     bars, advance both moving averages into the buffers, write the block's signal codes (as
     :meth:`CrossoverFamily.signals` + ``pack_codes`` would) and run :func:`run_bars` on the
     block with records. Returns (first bar not run, carry): it stops early, at a block
-    boundary, when the block could overflow ``trades``."""
+    boundary, when the block could overflow ``trades``.
+
+    ``off`` / ``on`` are False / True passed in as values: constants would make numba compile
+    a ``run_bars`` of its own for this caller (about 15 s cold); as values every caller shares
+    ``simulate``'s (no measurable difference in speed)."""
     n = close.shape[0]
     block = codes.shape[0]
     codes_ro = borrow_readonly(codes)
@@ -620,8 +626,8 @@ def _crossover_backtest_kernel(
             sp = sc
         run_bars(
             b0, b1, open_time, close_time, op, hi, lo, cl, mk, fund_bar, fund_rate,
-            fund_missing, b0, codes_ro, no_float, no_float, no_float, no_float, False, False,
-            False, False, cfg, st, stats, trades, equity, True,
+            fund_missing, b0, codes_ro, no_float, no_float, no_float, no_float, off, off,
+            off, off, cfg, st, stats, trades, equity, on,
         )  # fmt: skip
         b0 = b1
         if st[S_ERROR] != 0.0:
