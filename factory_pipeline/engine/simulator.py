@@ -58,6 +58,7 @@ from factory_pipeline.engine.metrics import (
     M_FUNDING,
     M_LAST_IDX,
     M_LAST_T,
+    below_peak,
     equity_step,
     init_stats,
     load_equity,
@@ -969,15 +970,8 @@ def _quiet_position(
         if record:
             equity[u] = eq
         if close_time[u] <= day_end and eq < peak:
-            # below the high, within the day: equity_step only records the bar and, at a new
-            # low, lowers the trough and deepens the drawdown. New lows come often after each
-            # trade's fees, so they are selected, not branched on: a mispredicted branch per
-            # new low cost more than the division
-            new_low = eq < trough
-            dd = 1.0 - eq / peak
-            deeper = new_low & (peak > 0) & (dd > max_dd)
-            trough = eq if new_low else trough
-            max_dd = dd if deeper else max_dd
+            # below the high, within the day: all equity_step does (without a branch)
+            trough, max_dd = below_peak(eq, peak, trough, max_dd)
             last_eq = eq
         else:
             (
