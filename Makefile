@@ -9,12 +9,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster_home
-# numba's on-disk cache for @njit(cache=True) kernels stays inside the project, one directory
-# per version of the package's sources: numba checks only the defining file of a cached kernel,
-# so a kernel whose file is unchanged would keep running the old code of a callee in another
-# file (a simulator change under a cached sweep kernel). Older versions go with `make clean`.
-SOURCE_HASH := $(shell find $(CURDIR)/factory_pipeline -name '*.py' | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
-export NUMBA_CACHE_DIR ?= $(CURDIR)/.numba_cache/$(SOURCE_HASH)
+# numba's on-disk cache: factory_pipeline/numba_cache.py puts it in .numba_cache/<hash of the
+# sources> (a cached kernel must never outlive a change to a kernel it calls).
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
