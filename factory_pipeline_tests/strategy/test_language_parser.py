@@ -175,3 +175,16 @@ def test_unary_minus_binds_tighter_than_multiplication() -> None:
     tree = parse("-a * b")
     assert isinstance(tree, Binary) and tree.op == "*"
     assert isinstance(tree.left, Unary) and tree.left.op == "-"
+
+
+def test_a_source_is_parsed_once_and_its_tree_shared() -> None:
+    source = "sma(close, 17) > lag(close, 3) and rsi(close, 14) < 30"
+    tree = parse(source)
+    assert parse(source) is tree  # memoized: immutable trees are shared
+    assert canonical(parse(source + " ")) == canonical(tree)  # another text, an equal tree
+
+
+def test_a_syntax_error_is_raised_on_every_call() -> None:
+    for _ in range(2):  # errors are not memoized
+        with pytest.raises(SignalLanguageError, match="position 7"):
+            parse("close >")
