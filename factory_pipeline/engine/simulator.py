@@ -638,9 +638,9 @@ def run_bars(
                     codes[ue], side, event, entry_bar, fill_shift, max_bars
                 )
                 if pend_exit != 0 or pend_entry != 0:
-                    pend_stop = stop_dist[ue] if has_stop else math.nan
-                    pend_tp = tp_dist[ue] if has_tp else math.nan
-                    pend_size = size_arr[ue] if has_size else math.nan
+                    pend_stop, pend_tp, pend_size = _order_inputs(
+                        stop_dist, tp_dist, size_arr, has_stop, has_tp, has_size, ue
+                    )
                     wake = i
                 continue
             if i >= stop:
@@ -804,9 +804,9 @@ def run_bars(
         if i < last_bar:
             reason, enter = _decide(codes[uj], side, i, entry_bar, fill_shift, max_bars)
             if reason != 0 or enter != 0:
-                d_stop = stop_dist[uj] if has_stop else math.nan
-                d_tp = tp_dist[uj] if has_tp else math.nan
-                d_size = size_arr[uj] if has_size else math.nan
+                d_stop, d_tp, d_size = _order_inputs(
+                    stop_dist, tp_dist, size_arr, has_stop, has_tp, has_size, uj
+                )
                 if fill_close:
                     c = cl[u]
                     if reason != 0:
@@ -1050,6 +1050,16 @@ def _decide(code, side, i, entry_bar, fill_shift, max_bars):
     if enter == side and reason == 0:
         enter = 0  # already positioned that way: no pyramiding
     return reason, enter
+
+
+@njit(cache=True, inline="always")
+def _order_inputs(stop_dist, tp_dist, size_arr, has_stop, has_tp, has_size, j):
+    """(stop distance, take-profit distance, size) of the orders decided at signal index
+    ``j``; NaN for each array the signals do not have."""
+    d_stop = stop_dist[j] if has_stop else math.nan
+    d_tp = tp_dist[j] if has_tp else math.nan
+    d_size = size_arr[j] if has_size else math.nan
+    return d_stop, d_tp, d_size
 
 
 @njit(cache=True, inline="always")
